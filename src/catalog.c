@@ -1,0 +1,397 @@
+/*-------------------------------------------------------------------------
+ *
+ * catalog.c
+ *	  The backend-local queue cache, privilege checks, and the switch to
+ *	  the extension owner that every SQL entry point makes.
+ *
+ * Queue settings, grants and the prepared plans of each queue are cached in
+ * a hash table in CacheMemoryContext, so the hot paths (send, receive, ack)
+ * do no catalog lookups.  Any change to courier.queue or courier.queue_grant
+ * fires a statement trigger (courier._invalidate_cache) that queues a relcache
+ * invalidation of courier.queue; every backend's callback then marks the
+ * cache stale, and the next call rebuilds it.  Plans of dropped tables are
+ * invalidated by PostgreSQL's plan cache as usual.
+ *
+ * Callers are checked against courier.queue_grant as themselves; the work is
+ * then done as the owner of courier.queue with search_path pinned to
+ * pg_catalog, pg_temp, so that neither the caller's privileges on the
+ * message tables nor the caller's search_path matter.  Both switches are
+ * undone by courier_leave(), or by (sub)transaction abort on error.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "commands/trigger.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/syscache.h"
+
+#include "courier.h"
+
+static HTAB *queue_cache = NULL;
+static bool queue_cache_stale = false;
+
+/* courier.queue and its owner, looked up once per backend (and after invalidation). */
+static Oid	catalog_relid = InvalidOid;
+static Oid	catalog_owner = InvalidOid;
+
+static void
+lookup_catalog(void)
+{
+	Oid			nspid;
+	HeapTuple	tuple;
+
+	nspid = get_namespace_oid("courier", false);
+	catalog_relid = get_relname_relid("queue", nspid);
+	if (!OidIsValid(catalog_relid))
+		elog(ERROR, "pg_courier catalog table courier.queue is missing");
+	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(catalog_relid));
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "cache lookup failed for relation %u", catalog_relid);
+	catalog_owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
+	ReleaseSysCache(tuple);
+}
+
+/*
+ * Relcache invalidation callback: a change to courier.queue (or a cache
+ * reset) makes the whole queue cache stale.  It must not free anything here:
+ * a call may be using an entry right now.
+ */
+void
+courier_relcache_callback(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == catalog_relid)
+	{
+		queue_cache_stale = true;
+		catalog_relid = InvalidOid;
+		catalog_owner = InvalidOid;
+	}
+}
+
+static void
+reset_queue_cache(void)
+{
+	HASH_SEQ_STATUS status;
+	CourierQueue *queue;
+	HASHCTL		ctl;
+
+	if (queue_cache != NULL)
+	{
+		hash_seq_init(&status, queue_cache);
+		while ((queue = hash_seq_search(&status)) != NULL)
+		{
+			for (int i = 0; i < NUM_COURIER_PLANS; i++)
+				if (queue->plans[i] != NULL)
+					SPI_freeplan(queue->plans[i]);
+			if (queue->grants != NULL)
+				pfree(queue->grants);
+		}
+		hash_destroy(queue_cache);
+	}
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = COURIER_MAX_NAME + 4;
+	ctl.entrysize = sizeof(CourierQueue);
+	ctl.hcxt = CacheMemoryContext;
+	queue_cache = hash_create("pg_courier queues", 64, &ctl,
+							  HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	queue_cache_stale = false;
+}
+
+/*
+ * courier_enter
+ *		Connect SPI and become the extension owner with a pinned search_path.
+ *
+ * Remembers the caller for privilege checks.  Must be paired with
+ * courier_leave() on success; an error undoes everything by itself.
+ */
+void
+courier_enter(CourierCall *call)
+{
+	call->caller = GetUserId();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (!OidIsValid(catalog_owner))
+		lookup_catalog();
+	GetUserIdAndSecContext(&call->saved_userid, &call->saved_sec_context);
+	SetUserIdAndSecContext(catalog_owner,
+						   call->saved_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	call->guc_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+}
+
+void
+courier_leave(CourierCall *call)
+{
+	AtEOXact_GUC(true, call->guc_nestlevel);
+	SetUserIdAndSecContext(call->saved_userid, call->saved_sec_context);
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+}
+
+/* Converts an interval of the catalog (no months expected) to microseconds. */
+static int64
+interval_to_usecs(Interval *interval)
+{
+	return interval->time + (int64) interval->day * USECS_PER_DAY +
+		(int64) interval->month * DAYS_PER_MONTH * USECS_PER_DAY;
+}
+
+static void
+load_queue(CourierQueue *queue)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1];
+	int			ret;
+	bool		isnull;
+	HeapTuple	tuple;
+	TupleDesc	tupdesc;
+
+	values[0] = CStringGetTextDatum(queue->name);
+	ret = SPI_execute_with_args("SELECT queue_id, visibility_timeout, delay, max_message_size"
+								"  FROM courier.queue WHERE queue_name = $1",
+								1, argtypes, values, NULL, true, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+	{
+		queue->queue_id = 0;
+		return;
+	}
+	tuple = SPI_tuptable->vals[0];
+	tupdesc = SPI_tuptable->tupdesc;
+	queue->queue_id = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 1, &isnull));
+	queue->visibility_timeout =
+		interval_to_usecs(DatumGetIntervalP(SPI_getbinval(tuple, tupdesc, 2, &isnull)));
+	queue->delay = interval_to_usecs(DatumGetIntervalP(SPI_getbinval(tuple, tupdesc, 3, &isnull)));
+	queue->max_message_size = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 4, &isnull));
+
+	argtypes[0] = INT4OID;
+	values[0] = Int32GetDatum(queue->queue_id);
+	ret = SPI_execute_with_args("SELECT grantee::oid, privilege FROM courier.queue_grant"
+								" WHERE queue_id = $1",
+								1, argtypes, values, NULL, true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(ret));
+	queue->ngrants = 0;
+	queue->grants = MemoryContextAllocZero(CacheMemoryContext,
+										   sizeof(CourierGrant) * (SPI_processed + 1));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		Oid			grantee;
+		char	   *privilege;
+		int			mask;
+		int			j;
+
+		tuple = SPI_tuptable->vals[i];
+		grantee = DatumGetObjectId(SPI_getbinval(tuple, SPI_tuptable->tupdesc, 1, &isnull));
+		privilege = SPI_getvalue(tuple, SPI_tuptable->tupdesc, 2);
+		if (strcmp(privilege, "send") == 0)
+			mask = COURIER_PRIV_SEND;
+		else if (strcmp(privilege, "receive") == 0)
+			mask = COURIER_PRIV_RECEIVE;
+		else
+			mask = COURIER_PRIV_ADMIN | COURIER_PRIV_SEND | COURIER_PRIV_RECEIVE;
+		for (j = 0; j < queue->ngrants; j++)
+			if (queue->grants[j].grantee == grantee)
+				break;
+		if (j == queue->ngrants)
+		{
+			queue->grants[j].grantee = grantee;
+			queue->ngrants++;
+		}
+		queue->grants[j].privileges |= mask;
+	}
+}
+
+/*
+ * courier_check_name
+ *		A queue name is 1-80 letters, digits, '-' or '_'.
+ */
+void
+courier_check_name(const char *name, int len)
+{
+	bool		ok = (len >= 1 && len <= COURIER_MAX_NAME);
+
+	for (int i = 0; ok && i < len; i++)
+	{
+		char		c = name[i];
+
+		ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			(c >= '0' && c <= '9') || c == '-' || c == '_';
+	}
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid queue name \"%s\"", pnstrdup(name, Min(len, 200))),
+				 errdetail("A queue name has 1 to %d characters, each a letter, a digit, \"-\" or \"_\".",
+						   COURIER_MAX_NAME)));
+}
+
+/*
+ * courier_lookup_queue
+ *		The cached entry of a queue, loading it if needed.
+ *
+ * Must be called between courier_enter() and courier_leave().  Returns NULL
+ * for an unknown queue if missing_ok, else raises undefined_object.
+ */
+CourierQueue *
+courier_lookup_queue(text *name, bool missing_ok)
+{
+	char		key[COURIER_MAX_NAME + 4];
+	int			len = VARSIZE_ANY_EXHDR(name);
+	CourierQueue *queue;
+	bool		found;
+
+	courier_check_name(VARDATA_ANY(name), len);
+	memset(key, 0, sizeof(key));
+	memcpy(key, VARDATA_ANY(name), len);
+
+	if (queue_cache == NULL || queue_cache_stale)
+		reset_queue_cache();
+
+	queue = hash_search(queue_cache, key, HASH_FIND, NULL);
+	if (queue == NULL)
+	{
+		CourierQueue loaded;
+
+		memset(&loaded, 0, sizeof(loaded));
+		memcpy(loaded.name, key, sizeof(key));
+		load_queue(&loaded);
+		if (loaded.queue_id == 0)
+		{
+			if (missing_ok)
+				return NULL;
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("queue \"%s\" does not exist", key)));
+		}
+		/* the load may have made the cache stale: the next call rebuilds it */
+		queue = hash_search(queue_cache, key, HASH_ENTER, &found);
+		memcpy(queue, &loaded, sizeof(loaded));
+	}
+	return queue;
+}
+
+/* Whether roleid holds privilege on queue, directly or through a role it is a member of. */
+bool
+courier_has_privilege(Oid roleid, CourierQueue *queue, int privilege)
+{
+	if (superuser_arg(roleid))
+		return true;
+	for (int i = 0; i < queue->ngrants; i++)
+	{
+		if ((queue->grants[i].privileges & privilege) == privilege &&
+			has_privs_of_role(roleid, queue->grants[i].grantee))
+			return true;
+	}
+	return false;
+}
+
+void
+courier_check_privilege(CourierCall *call, CourierQueue *queue, int privilege)
+{
+	if (!courier_has_privilege(call->caller, queue, privilege))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for queue \"%s\"", queue->name),
+				 errhint("A queue admin grants access with courier.grant('%s', role, '%s').",
+						 queue->name,
+						 privilege == COURIER_PRIV_SEND ? "send" :
+						 privilege == COURIER_PRIV_RECEIVE ? "receive" : "admin")));
+}
+
+/*
+ * courier_plan
+ *		The queue's prepared plan 'which', prepared from sql_format on first use.
+ *
+ * sql_format names the message table as courier.q_%1$d and the lease table
+ * as courier.l_%1$d.
+ */
+SPIPlanPtr
+courier_plan(CourierQueue *queue, CourierPlan which, const char *sql_format,
+			 int nargs, Oid *argtypes)
+{
+	if (queue->plans[which] == NULL)
+	{
+		char	   *sql = psprintf(sql_format, queue->queue_id);
+		SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "SPI_keepplan failed");
+		queue->plans[which] = plan;
+		pfree(sql);
+	}
+	return queue->plans[which];
+}
+
+/* The text argument argno, which must not be NULL. */
+text *
+courier_arg_text(FunctionCallInfo fcinfo, int argno, const char *what)
+{
+	courier_arg_notnull(fcinfo, argno, what);
+	return PG_GETARG_TEXT_PP(argno);
+}
+
+void
+courier_arg_notnull(FunctionCallInfo fcinfo, int argno, const char *what)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", what)));
+}
+
+/*
+ * courier_interval_usecs
+ *		An interval argument in microseconds, checked to lie in [0, max_usecs].
+ */
+int64
+courier_interval_usecs(Interval *interval, const char *what, int64 max_usecs)
+{
+	int64		usecs = interval_to_usecs(interval);
+
+	if (usecs < 0 || usecs > max_usecs)
+	{
+		char	   *limit;
+
+		if (max_usecs % USECS_PER_HOUR == 0)
+			limit = psprintf("%d hours", (int) (max_usecs / USECS_PER_HOUR));
+		else
+			limit = psprintf("%d minutes", (int) (max_usecs / USECS_PER_MINUTE));
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be between 0 and %s", what, limit)));
+	}
+	return usecs;
+}
+
+/*
+ * courier._invalidate_cache() RETURNS trigger
+ *		Statement trigger on courier.queue and courier.queue_grant: every
+ *		backend drops its queue cache when this transaction commits.
+ */
+PG_FUNCTION_INFO_V1(courier__invalidate_cache);
+Datum
+courier__invalidate_cache(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		elog(ERROR, "courier._invalidate_cache must be called as a trigger");
+	if (!OidIsValid(catalog_relid))
+		lookup_catalog();
+	CacheInvalidateRelcacheByRelid(catalog_relid);
+	return PointerGetDatum(NULL);
+}

@@ -1,0 +1,98 @@
+/*-------------------------------------------------------------------------
+ *
+ * courier.h
+ *	  Shared declarations of pg_courier.
+ *
+ * Every SQL-callable entry point follows the same pattern (see catalog.c):
+ * check its arguments, courier_enter() (connect SPI, remember the caller,
+ * switch to the extension owner with a pinned search_path), look the queue
+ * up in the backend-local cache, check the caller's privilege, run cached
+ * plans, courier_leave().  An error unwinds the user and GUC switches with
+ * the (sub)transaction.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef COURIER_H
+#define COURIER_H
+
+#include "postgres.h"
+
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/timestamp.h"
+
+#define COURIER_MAX_NAME		80
+
+/* Queue privileges, as a bit mask; admin implies the others. */
+#define COURIER_PRIV_SEND		0x01
+#define COURIER_PRIV_RECEIVE	0x02
+#define COURIER_PRIV_ADMIN		0x04
+
+/* Limits shared by the C checks and the install script. */
+#define COURIER_MAX_VISIBILITY_US	(12 * USECS_PER_HOUR)
+#define COURIER_MAX_DELAY_US		(15 * USECS_PER_MINUTE)
+#define COURIER_MAX_ATTRIBUTES		10
+#define COURIER_MAX_ATTRIBUTE_KEY	256
+#define COURIER_MAX_RECEIVE			1000
+
+/* Cached prepared plans of one queue, prepared on first use. */
+typedef enum CourierPlan
+{
+	PLAN_SEND,
+	PLAN_SEND_BATCH,
+	PLAN_CANDIDATES,
+	PLAN_LEASE,
+	PLAN_ACK,
+	PLAN_ACK_BATCH,
+	PLAN_SET_VISIBILITY,
+	NUM_COURIER_PLANS
+} CourierPlan;
+
+typedef struct CourierGrant
+{
+	Oid			grantee;
+	int			privileges;
+} CourierGrant;
+
+/* One queue, as cached by a backend (catalog.c). */
+typedef struct CourierQueue
+{
+	char		name[COURIER_MAX_NAME + 4];	/* hash key */
+	int32		queue_id;
+	int64		visibility_timeout;		/* microseconds */
+	int64		delay;					/* microseconds */
+	int32		max_message_size;
+	int			ngrants;
+	CourierGrant *grants;				/* in CacheMemoryContext */
+	SPIPlanPtr	plans[NUM_COURIER_PLANS];
+} CourierQueue;
+
+/* State saved by courier_enter() and restored by courier_leave(). */
+typedef struct CourierCall
+{
+	Oid			caller;
+	Oid			saved_userid;
+	int			saved_sec_context;
+	int			guc_nestlevel;
+} CourierCall;
+
+/* catalog.c */
+extern void courier_enter(CourierCall *call);
+extern void courier_leave(CourierCall *call);
+extern CourierQueue *courier_lookup_queue(text *name, bool missing_ok);
+extern void courier_check_privilege(CourierCall *call, CourierQueue *queue, int privilege);
+extern bool courier_has_privilege(Oid roleid, CourierQueue *queue, int privilege);
+extern SPIPlanPtr courier_plan(CourierQueue *queue, CourierPlan which, const char *sql_format,
+							   int nargs, Oid *argtypes);
+extern void courier_check_name(const char *name, int len);
+extern text *courier_arg_text(FunctionCallInfo fcinfo, int argno, const char *what);
+extern void courier_arg_notnull(FunctionCallInfo fcinfo, int argno, const char *what);
+extern int64 courier_interval_usecs(Interval *interval, const char *what, int64 max_usecs);
+extern void courier_relcache_callback(Datum arg, Oid relid);
+
+/* ack.c */
+extern bool courier_lock_message(int64 msg_id, bool wait);
+extern void courier_unlock_message(int64 msg_id);
+extern void courier_parse_receipt(const char *receipt, int64 *msg_id, int64 *token);
+
+#endif							/* COURIER_H */

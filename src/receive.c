@@ -1,0 +1,239 @@
+/*-------------------------------------------------------------------------
+ *
+ * receive.c
+ *	  courier.receive(): lease up to n visible messages of a queue.
+ *
+ * Concurrency.  A message is leased by writing its row in the queue's
+ * UNLOGGED lease table; the message row itself is never updated, so a
+ * receive writes no WAL of its own and its commit needs no WAL flush (see
+ * RecordTransactionCommit: a transaction that wrote only unlogged tables
+ * commits asynchronously).  Losing leases in a crash only makes messages
+ * visible again, which at-least-once delivery allows.
+ *
+ * Three steps, each with a fresh snapshot (READ COMMITTED):
+ *	1. candidates: visible messages in id order with no lease in force;
+ *	2. for each candidate, try the message lock (an advisory-type lock with a
+ *	   private tag, see ack.c) without waiting; a message locked by another
+ *	   session is being received or acknowledged right now and is skipped,
+ *	   so consumers never wait on each other;
+ *	3. one statement upserts the leases of the locked messages, with the
+ *	   ON CONFLICT condition "the lease in force has expired" checked against
+ *	   the latest committed lease row, and returns the messages still present
+ *	   under a snapshot taken after the locks were granted.
+ * A concurrent receiver that committed a lease after our step-1 snapshot is
+ * caught by step 3's ON CONFLICT check; an ack that committed after it is
+ * caught by step 3's snapshot (the ack held the lock until its commit).
+ * Locks of messages not leased in step 3 are released at once; the others
+ * are held to the end of the transaction.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/detoast.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/tuplestore.h"
+
+#include "courier.h"
+
+#define RECEIVE_COLUMNS 8
+
+static Datum
+detoast_if_external(Datum value)
+{
+	if (VARATT_IS_EXTERNAL(DatumGetPointer(value)))
+		return PointerGetDatum(detoast_external_attr((struct varlena *) DatumGetPointer(value)));
+	return value;
+}
+
+/*
+ * courier.receive(queue_name text, max_messages integer, visibility_timeout interval)
+ *	 RETURNS TABLE (msg_id bigint, receipt text, body jsonb, body_text text,
+ *					body_bytes bytea, attributes jsonb, sent_at timestamptz,
+ *					receive_count integer)
+ *		Lease up to max_messages visible messages, in id order.
+ *
+ * Never waits for a lock.  Refused under REPEATABLE READ and SERIALIZABLE,
+ * whose single snapshot cannot see acknowledgements committed meanwhile.
+ */
+PG_FUNCTION_INFO_V1(courier_receive);
+Datum
+courier_receive(PG_FUNCTION_ARGS)
+{
+	static Oid	candidate_types[3] = {INT8OID, TIMESTAMPTZOID, INT8OID};
+	static Oid	lease_types[4] = {INT8ARRAYOID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	text	   *name = courier_arg_text(fcinfo, 0, "queue name");
+	int			max_messages;
+	int64		visibility = -1;
+	TupleDesc	tupdesc;
+	Tuplestorestate *tupstore;
+	MemoryContext oldcontext;
+	CourierCall call;
+	CourierQueue *queue;
+	SPIPlanPtr	plan;
+	TimestampTz now;
+	int64	   *locked;
+	int			nlocked = 0;
+	int64		last = 0;
+	uint64		token;
+	Datum		args[4];
+	Datum	   *id_datums;
+	int			ret;
+	int			next_locked;
+
+	courier_arg_notnull(fcinfo, 1, "max_messages");
+	max_messages = PG_GETARG_INT32(1);
+	if (max_messages < 1 || max_messages > COURIER_MAX_RECEIVE)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_messages must be between 1 and %d", COURIER_MAX_RECEIVE)));
+	if (!PG_ARGISNULL(2))
+		visibility = courier_interval_usecs(PG_GETARG_INTERVAL_P(2), "visibility_timeout",
+											COURIER_MAX_VISIBILITY_US);
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("courier.receive cannot run in a REPEATABLE READ or SERIALIZABLE transaction"),
+				 errhint("Receive in a READ COMMITTED transaction.")));
+
+	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) ||
+		(rsinfo->allowedModes & SFRM_Materialize) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("courier.receive must be called in a context that accepts a set")));
+	oldcontext = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	tupstore = tuplestore_begin_heap(true, false, work_mem);
+	rsinfo->returnMode = SFRM_Materialize;
+	rsinfo->setResult = tupstore;
+	rsinfo->setDesc = tupdesc;
+	MemoryContextSwitchTo(oldcontext);
+
+	courier_enter(&call);
+	queue = courier_lookup_queue(name, false);
+	courier_check_privilege(&call, queue, COURIER_PRIV_RECEIVE);
+	if (visibility < 0)
+		visibility = queue->visibility_timeout;
+	now = GetCurrentTimestamp();
+
+	/* Steps 1 and 2: lock up to max_messages candidates, skipping locked ones. */
+	locked = palloc(sizeof(int64) * max_messages);
+	plan = courier_plan(queue, PLAN_CANDIDATES,
+						"SELECT m.msg_id FROM courier.q_%1$d m"
+						" WHERE m.msg_id > $1 AND m.visible_at <= $2"
+						"   AND NOT EXISTS (SELECT FROM courier.l_%1$d l"
+						"                    WHERE l.msg_id = m.msg_id AND l.invisible_until > $2)"
+						" ORDER BY m.msg_id LIMIT $3",
+						3, candidate_types);
+	while (nlocked < max_messages)
+	{
+		int64		limit = (max_messages - nlocked) + 16;
+		char		nulls[3] = {' ', ' ', ' '};
+		uint64		i;
+		uint64		n;
+
+		args[0] = Int64GetDatum(last);
+		args[1] = TimestampTzGetDatum(now);
+		args[2] = Int64GetDatum(limit);
+		ret = SPI_execute_plan(plan, args, nulls, false, 0);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "courier.receive: unexpected SPI result %s", SPI_result_code_string(ret));
+		n = SPI_processed;
+		for (i = 0; i < n && nlocked < max_messages; i++)
+		{
+			bool		isnull;
+
+			last = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+			if (courier_lock_message(last, false))
+				locked[nlocked++] = last;
+		}
+		SPI_freetuptable(SPI_tuptable);
+		if (n < (uint64) limit)
+			break;
+		CHECK_FOR_INTERRUPTS();
+	}
+
+	if (nlocked == 0)
+	{
+		courier_leave(&call);
+		return (Datum) 0;
+	}
+
+	/* Step 3: lease what is still there and not leased by someone else. */
+	if (!pg_strong_random(&token, sizeof(token)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate a random receipt")));
+	token &= INT64CONST(0x7fffffffffffffff);
+	if (token == 0)
+		token = 1;				/* 0 marks a released lease */
+
+	id_datums = palloc(sizeof(Datum) * nlocked);
+	for (int i = 0; i < nlocked; i++)
+		id_datums[i] = Int64GetDatum(locked[i]);
+	args[0] = PointerGetDatum(construct_array(id_datums, nlocked, INT8OID, 8,
+											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[1] = Int64GetDatum((int64) token);
+	args[2] = TimestampTzGetDatum(now + visibility);
+	args[3] = TimestampTzGetDatum(now);
+	plan = courier_plan(queue, PLAN_LEASE,
+						"WITH leased AS ("
+						" INSERT INTO courier.l_%1$d AS l"
+						"  (msg_id, token, invisible_until, receive_count, first_received_at)"
+						" SELECT m.msg_id, $2, $3, 1, $4 FROM courier.q_%1$d m"
+						"  WHERE m.msg_id = ANY ($1)"
+						" ON CONFLICT (msg_id) DO UPDATE"
+						"   SET token = excluded.token, invisible_until = excluded.invisible_until,"
+						"       receive_count = l.receive_count + 1"
+						"  WHERE l.invisible_until <= $4"
+						" RETURNING l.msg_id, l.receive_count)"
+						" SELECT m.msg_id, m.body, m.body_text, m.body_bytes, m.attributes,"
+						"        m.sent_at, leased.receive_count"
+						"   FROM leased JOIN courier.q_%1$d m ON m.msg_id = leased.msg_id"
+						"  ORDER BY m.msg_id",
+						4, lease_types);
+	ret = SPI_execute_plan(plan, args, NULL, false, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "courier.receive: unexpected SPI result %s", SPI_result_code_string(ret));
+
+	next_locked = 0;
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		Datum		values[RECEIVE_COLUMNS];
+		bool		nulls[RECEIVE_COLUMNS];
+		int64		msg_id;
+
+		msg_id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &nulls[0]));
+		values[0] = Int64GetDatum(msg_id);
+		values[1] = CStringGetTextDatum(psprintf("%llx.%016llx", (unsigned long long) msg_id,
+												 (unsigned long long) token));
+		nulls[1] = false;
+		for (int c = 2; c <= 7; c++)
+		{
+			values[c] = SPI_getbinval(tuple, desc, c, &nulls[c]);
+			if (!nulls[c] && c <= 5)
+				values[c] = detoast_if_external(values[c]);
+		}
+		tuplestore_putvalues(tupstore, tupdesc, values, nulls);
+
+		/* both lists are in id order: unlock the ones skipped in between */
+		while (next_locked < nlocked && locked[next_locked] < msg_id)
+			courier_unlock_message(locked[next_locked++]);
+		if (next_locked < nlocked && locked[next_locked] == msg_id)
+			next_locked++;
+	}
+	while (next_locked < nlocked)
+		courier_unlock_message(locked[next_locked++]);
+
+	courier_leave(&call);
+	return (Datum) 0;
+}

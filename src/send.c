@@ -1,0 +1,308 @@
+/*-------------------------------------------------------------------------
+ *
+ * send.c
+ *	  courier.send() and courier.send_batch(): enqueue messages.
+ *
+ * A send is one INSERT into the queue's message table through a cached plan,
+ * in the caller's transaction: it commits or rolls back with the caller's own
+ * writes.  No row other than the new message is written, so concurrent
+ * senders never wait on each other.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/detoast.h"
+#include "catalog/pg_type.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+
+#include "courier.h"
+
+/* Which column of the message table a body goes to. */
+typedef enum BodyColumn
+{
+	BODY_JSONB = 0,
+	BODY_TEXT = 1,
+	BODY_BYTEA = 2
+} BodyColumn;
+
+static BodyColumn
+body_column(Oid typid)
+{
+	switch (typid)
+	{
+		case JSONBOID:
+			return BODY_JSONB;
+		case TEXTOID:
+			return BODY_TEXT;
+		case BYTEAOID:
+			return BODY_BYTEA;
+		default:
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("message body must be jsonb, text or bytea, not %s",
+							format_type_be(typid))));
+	}
+	pg_unreachable();
+}
+
+/*
+ * Attributes are a JSON object of at most 10 keys, each mapping to a string,
+ * number or boolean, as in SQS.  They are never encrypted and are used for
+ * filtering and routing.
+ */
+static void
+check_attributes(Jsonb *attributes)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	if (!JB_ROOT_IS_OBJECT(attributes) || JB_ROOT_IS_SCALAR(attributes))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("message attributes must be a JSON object")));
+	if (JB_ROOT_COUNT(attributes) > COURIER_MAX_ATTRIBUTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a message has at most %d attributes, not %d",
+						COURIER_MAX_ATTRIBUTES, (int) JB_ROOT_COUNT(attributes))));
+
+	it = JsonbIteratorInit(&attributes->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+		{
+			if (v.val.string.len < 1 || v.val.string.len > COURIER_MAX_ATTRIBUTE_KEY)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("message attribute names must have 1 to %d characters",
+								COURIER_MAX_ATTRIBUTE_KEY)));
+		}
+		else if (tok == WJB_VALUE)
+		{
+			if (v.type != jbvString && v.type != jbvNumeric && v.type != jbvBool)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("message attribute values must be strings, numbers or booleans"),
+						 errdetail("An attribute value is %s.",
+								   v.type == jbvNull ? "null" : "an object or an array")));
+		}
+	}
+}
+
+static void
+check_body_size(CourierQueue *queue, Datum body)
+{
+	Size		size = toast_raw_datum_size(body) - VARHDRSZ;
+
+	if (size > (Size) queue->max_message_size)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("message is too large for queue \"%s\"", queue->name),
+				 errdetail("The body has %zu bytes; the queue's max_message_size is %d bytes.",
+						   size, queue->max_message_size)));
+}
+
+/* The delay argument argno, or the queue's default delay when NULL. */
+static int64
+send_delay(FunctionCallInfo fcinfo, int argno, CourierQueue *queue)
+{
+	if (PG_ARGISNULL(argno))
+		return queue->delay;
+	return courier_interval_usecs(PG_GETARG_INTERVAL_P(argno), "delay", COURIER_MAX_DELAY_US);
+}
+
+/*
+ * courier.send(queue_name text, body jsonb|text|bytea, attributes jsonb,
+ *				delay interval) RETURNS bigint
+ *		Enqueue one message; returns its id.
+ *
+ * Takes only the locks of an INSERT into the queue's message table.
+ */
+PG_FUNCTION_INFO_V1(courier_send);
+Datum
+courier_send(PG_FUNCTION_ARGS)
+{
+	static Oid	argtypes[6] = {TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBOID, TEXTOID, BYTEAOID, JSONBOID};
+	text	   *name = courier_arg_text(fcinfo, 0, "queue name");
+	BodyColumn	column = body_column(get_fn_expr_argtype(fcinfo->flinfo, 1));
+	CourierCall call;
+	CourierQueue *queue;
+	SPIPlanPtr	plan;
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', 'n', 'n', 'n', 'n'};
+	TimestampTz now;
+	int			ret;
+	bool		isnull;
+	int64		msg_id;
+
+	courier_arg_notnull(fcinfo, 1, "message body");
+	if (!PG_ARGISNULL(2))
+		check_attributes(PG_GETARG_JSONB_P(2));
+
+	courier_enter(&call);
+	queue = courier_lookup_queue(name, false);
+	courier_check_privilege(&call, queue, COURIER_PRIV_SEND);
+	check_body_size(queue, PG_GETARG_DATUM(1));
+
+	now = GetCurrentTimestamp();
+	values[0] = TimestampTzGetDatum(now);
+	values[1] = TimestampTzGetDatum(now + send_delay(fcinfo, 3, queue));
+	values[2 + column] = PG_GETARG_DATUM(1);
+	nulls[2 + column] = ' ';
+	if (!PG_ARGISNULL(2))
+	{
+		values[5] = PG_GETARG_DATUM(2);
+		nulls[5] = ' ';
+	}
+
+	plan = courier_plan(queue, PLAN_SEND,
+						"INSERT INTO courier.q_%1$d"
+						" (sent_at, visible_at, body, body_text, body_bytes, attributes)"
+						" VALUES ($1, $2, $3, $4, $5, $6) RETURNING msg_id",
+						6, argtypes);
+	ret = SPI_execute_plan(plan, values, nulls, false, 0);
+	if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
+		elog(ERROR, "courier.send: unexpected SPI result %s", SPI_result_code_string(ret));
+	msg_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+
+	courier_leave(&call);
+	PG_RETURN_INT64(msg_id);
+}
+
+static int
+cmp_int64(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return (x > y) - (x < y);
+}
+
+/*
+ * courier.send_batch(queue_name text, bodies jsonb[]|text[]|bytea[],
+ *					  attributes jsonb[], delay interval) RETURNS bigint[]
+ *		Enqueue many messages in one INSERT; returns their ids in the order
+ *		of bodies.
+ *
+ * Every body and attribute set is checked before anything is written, so a
+ * bad element leaves the queue unchanged.
+ */
+PG_FUNCTION_INFO_V1(courier_send_batch);
+Datum
+courier_send_batch(PG_FUNCTION_ARGS)
+{
+	static Oid	argtypes[6] = {TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBARRAYOID, TEXTARRAYOID,
+	BYTEAARRAYOID, JSONBARRAYOID};
+	text	   *name = courier_arg_text(fcinfo, 0, "queue name");
+	ArrayType  *bodies;
+	BodyColumn	column;
+	Datum	   *body_values;
+	bool	   *body_nulls;
+	int			nbodies;
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	CourierCall call;
+	CourierQueue *queue;
+	SPIPlanPtr	plan;
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', 'n', 'n', 'n', 'n'};
+	TimestampTz now;
+	int64	   *ids;
+	Datum	   *id_datums;
+	int			ret;
+
+	courier_arg_notnull(fcinfo, 1, "message bodies");
+	bodies = PG_GETARG_ARRAYTYPE_P(1);
+	column = body_column(ARR_ELEMTYPE(bodies));
+	if (ARR_NDIM(bodies) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("message bodies must be a one-dimensional array")));
+	get_typlenbyvalalign(ARR_ELEMTYPE(bodies), &typlen, &typbyval, &typalign);
+	deconstruct_array(bodies, ARR_ELEMTYPE(bodies), typlen, typbyval, typalign,
+					  &body_values, &body_nulls, &nbodies);
+	for (int i = 0; i < nbodies; i++)
+		if (body_nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("message body must not be null"),
+					 errdetail("Element %d of the bodies array is null.", i + 1)));
+
+	if (!PG_ARGISNULL(2))
+	{
+		ArrayType  *attributes = PG_GETARG_ARRAYTYPE_P(2);
+		Datum	   *attr_values;
+		bool	   *attr_nulls;
+		int			nattrs;
+
+		deconstruct_array(attributes, JSONBOID, -1, false, TYPALIGN_INT,
+						  &attr_values, &attr_nulls, &nattrs);
+		if (ARR_NDIM(attributes) > 1 || nattrs != nbodies)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("attributes array must have one element per message body"),
+					 errdetail("There are %d bodies and %d attribute sets.", nbodies, nattrs)));
+		for (int i = 0; i < nattrs; i++)
+			if (!attr_nulls[i])
+				check_attributes(DatumGetJsonbP(attr_values[i]));
+		values[5] = PointerGetDatum(attributes);
+		nulls[5] = ' ';
+	}
+
+	/* allocated here: SPI_finish frees what is allocated while connected */
+	ids = palloc(sizeof(int64) * (nbodies + 1));
+
+	courier_enter(&call);
+	queue = courier_lookup_queue(name, false);
+	courier_check_privilege(&call, queue, COURIER_PRIV_SEND);
+	for (int i = 0; i < nbodies; i++)
+		check_body_size(queue, body_values[i]);
+
+	if (nbodies == 0)
+	{
+		courier_leave(&call);
+		PG_RETURN_ARRAYTYPE_P(construct_empty_array(INT8OID));
+	}
+
+	now = GetCurrentTimestamp();
+	values[0] = TimestampTzGetDatum(now);
+	values[1] = TimestampTzGetDatum(now + send_delay(fcinfo, 3, queue));
+	values[2 + column] = PointerGetDatum(bodies);
+	nulls[2 + column] = ' ';
+
+	/*
+	 * Rows are inserted in array order, and nextval() runs once per row as it
+	 * is inserted, so sorting the returned ids gives them in array order.
+	 */
+	plan = courier_plan(queue, PLAN_SEND_BATCH,
+						"INSERT INTO courier.q_%1$d"
+						" (sent_at, visible_at, body, body_text, body_bytes, attributes)"
+						" SELECT $1, $2, b.j, b.t, b.y, b.a"
+						"   FROM ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5),"
+						"                   pg_catalog.unnest($6)) WITH ORDINALITY AS b(j, t, y, a, n)"
+						"  ORDER BY b.n RETURNING msg_id",
+						6, argtypes);
+	ret = SPI_execute_plan(plan, values, nulls, false, 0);
+	if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != (uint64) nbodies)
+		elog(ERROR, "courier.send_batch: unexpected SPI result %s", SPI_result_code_string(ret));
+
+	for (int i = 0; i < nbodies; i++)
+	{
+		bool		isnull;
+
+		ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	courier_leave(&call);
+
+	qsort(ids, nbodies, sizeof(int64), cmp_int64);
+	id_datums = palloc(sizeof(Datum) * nbodies);
+	for (int i = 0; i < nbodies; i++)
+		id_datums[i] = Int64GetDatum(ids[i]);
+	PG_RETURN_ARRAYTYPE_P(construct_array(id_datums, nbodies, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
