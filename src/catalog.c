@@ -326,7 +326,13 @@ courier_plan(CourierQueue *queue, CourierPlan which, const char *sql_format,
 	if (queue->plans[which] == NULL)
 	{
 		char	   *sql = psprintf(sql_format, queue->queue_id);
-		SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+		SPIPlanPtr	plan;
+
+		/*
+		 * Always the generic plan: the queries are simple index lookups, and a
+		 * custom plan would be planned anew on every call.
+		 */
+		plan = SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
 
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));

@@ -35,6 +35,9 @@
 #define COURIER_MAX_ATTRIBUTE_KEY	256
 #define COURIER_MAX_RECEIVE			1000
 
+/* receive.c: how often a backend's receive scans a queue from its head */
+#define COURIER_RESCAN_US			USECS_PER_SEC
+
 /* Cached prepared plans of one queue, prepared on first use. */
 typedef enum CourierPlan
 {
@@ -65,6 +68,8 @@ typedef struct CourierQueue
 	int			ngrants;
 	CourierGrant *grants;				/* in CacheMemoryContext */
 	SPIPlanPtr	plans[NUM_COURIER_PLANS];
+	int64		scan_hint;			/* receive.c: where the next scan may start */
+	TimestampTz full_scan_at;		/* receive.c: when a scan last started at 0 */
 } CourierQueue;
 
 /* State saved by courier_enter() and restored by courier_leave(). */

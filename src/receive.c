@@ -26,6 +26,18 @@
  * Locks of messages not leased in step 3 are released at once; the others
  * are held to the end of the transaction.
  *
+ * The lease probe is kept a correlated subplan (OFFSET 0), one index probe
+ * per candidate: a merge anti join would read every lease of the queue.
+ *
+ * Scan start.  Messages in flight at the head of a queue would make every
+ * scan from the head probe their leases.  A backend therefore starts its
+ * scan after the highest id it leased last time, and from the head only
+ * once per COURIER_RESCAN_US or when the shorter scan finds nothing.  So a
+ * receive returns nothing only if a scan from the head found nothing, and a
+ * message that becomes visible below the hint (lease expired, released,
+ * delay over, or a sender that committed late) waits at most
+ * COURIER_RESCAN_US longer while newer messages keep coming.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -79,13 +91,14 @@ courier_receive(PG_FUNCTION_ARGS)
 	SPIPlanPtr	plan;
 	TimestampTz now;
 	int64	   *locked;
-	int			nlocked = 0;
+	int			got = 0;
+	bool		exhausted = false;
 	int64		last = 0;
+	int64		start;
 	uint64		token;
 	Datum		args[4];
 	Datum	   *id_datums;
 	int			ret;
-	int			next_locked;
 
 	courier_arg_notnull(fcinfo, 1, "max_messages");
 	max_messages = PG_GETARG_INT32(1);
@@ -123,50 +136,6 @@ courier_receive(PG_FUNCTION_ARGS)
 		visibility = queue->visibility_timeout;
 	now = GetCurrentTimestamp();
 
-	/* Steps 1 and 2: lock up to max_messages candidates, skipping locked ones. */
-	locked = palloc(sizeof(int64) * max_messages);
-	plan = courier_plan(queue, PLAN_CANDIDATES,
-						"SELECT m.msg_id FROM courier.q_%1$d m"
-						" WHERE m.msg_id > $1 AND m.visible_at <= $2"
-						"   AND NOT EXISTS (SELECT FROM courier.l_%1$d l"
-						"                    WHERE l.msg_id = m.msg_id AND l.invisible_until > $2)"
-						" ORDER BY m.msg_id LIMIT $3",
-						3, candidate_types);
-	while (nlocked < max_messages)
-	{
-		int64		limit = (max_messages - nlocked) + 16;
-		char		nulls[3] = {' ', ' ', ' '};
-		uint64		i;
-		uint64		n;
-
-		args[0] = Int64GetDatum(last);
-		args[1] = TimestampTzGetDatum(now);
-		args[2] = Int64GetDatum(limit);
-		ret = SPI_execute_plan(plan, args, nulls, false, 0);
-		if (ret != SPI_OK_SELECT)
-			elog(ERROR, "courier.receive: unexpected SPI result %s", SPI_result_code_string(ret));
-		n = SPI_processed;
-		for (i = 0; i < n && nlocked < max_messages; i++)
-		{
-			bool		isnull;
-
-			last = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-			if (courier_lock_message(last, false))
-				locked[nlocked++] = last;
-		}
-		SPI_freetuptable(SPI_tuptable);
-		if (n < (uint64) limit)
-			break;
-		CHECK_FOR_INTERRUPTS();
-	}
-
-	if (nlocked == 0)
-	{
-		courier_leave(&call);
-		return (Datum) 0;
-	}
-
-	/* Step 3: lease what is still there and not leased by someone else. */
 	if (!pg_strong_random(&token, sizeof(token)))
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
@@ -175,64 +144,138 @@ courier_receive(PG_FUNCTION_ARGS)
 	if (token == 0)
 		token = 1;				/* 0 marks a released lease */
 
-	id_datums = palloc(sizeof(Datum) * nlocked);
-	for (int i = 0; i < nlocked; i++)
-		id_datums[i] = Int64GetDatum(locked[i]);
-	args[0] = PointerGetDatum(construct_array(id_datums, nlocked, INT8OID, 8,
-											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	args[1] = Int64GetDatum((int64) token);
-	args[2] = TimestampTzGetDatum(now + visibility);
-	args[3] = TimestampTzGetDatum(now);
-	plan = courier_plan(queue, PLAN_LEASE,
-						"WITH leased AS ("
-						" INSERT INTO courier.l_%1$d AS l"
-						"  (msg_id, token, invisible_until, receive_count, first_received_at)"
-						" SELECT m.msg_id, $2, $3, 1, $4 FROM courier.q_%1$d m"
-						"  WHERE m.msg_id = ANY ($1)"
-						" ON CONFLICT (msg_id) DO UPDATE"
-						"   SET token = excluded.token, invisible_until = excluded.invisible_until,"
-						"       receive_count = l.receive_count + 1"
-						"  WHERE l.invisible_until <= $4"
-						" RETURNING l.msg_id, l.receive_count)"
-						" SELECT m.msg_id, m.body, m.body_text, m.body_bytes, m.attributes,"
-						"        m.sent_at, leased.receive_count"
-						"   FROM leased JOIN courier.q_%1$d m ON m.msg_id = leased.msg_id"
-						"  ORDER BY m.msg_id",
-						4, lease_types);
-	ret = SPI_execute_plan(plan, args, NULL, false, 0);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "courier.receive: unexpected SPI result %s", SPI_result_code_string(ret));
-
-	next_locked = 0;
-	for (uint64 i = 0; i < SPI_processed; i++)
+	/*
+	 * Rounds of steps 1-3 until max_messages are leased or no candidate is
+	 * left.  A round leases fewer than it locked only when other consumers
+	 * leased some of its candidates after its snapshot; the next round goes
+	 * on from the last candidate seen.
+	 */
+	locked = palloc(sizeof(int64) * max_messages);
+	id_datums = palloc(sizeof(Datum) * max_messages);
+	if (queue->scan_hint > 0 && now - queue->full_scan_at < COURIER_RESCAN_US)
+		last = queue->scan_hint;
+	else
+		queue->full_scan_at = now;
+	start = last;
+	for (;;)
 	{
-		HeapTuple	tuple = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		Datum		values[RECEIVE_COLUMNS];
-		bool		nulls[RECEIVE_COLUMNS];
-		int64		msg_id;
+		int			nlocked = 0;
+		int			next_locked = 0;
 
-		msg_id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &nulls[0]));
-		values[0] = Int64GetDatum(msg_id);
-		values[1] = CStringGetTextDatum(psprintf("%llx.%016llx", (unsigned long long) msg_id,
-												 (unsigned long long) token));
-		nulls[1] = false;
-		for (int c = 2; c <= 7; c++)
+		if (got == max_messages)
+			break;
+		if (exhausted)
 		{
-			values[c] = SPI_getbinval(tuple, desc, c, &nulls[c]);
-			if (!nulls[c] && c <= 5)
-				values[c] = detoast_if_external(values[c]);
+			if (start == 0)
+				break;
+			/* the scan from the hint ran dry: look from the head once */
+			last = start = 0;
+			exhausted = false;
+			queue->full_scan_at = now;
 		}
-		tuplestore_putvalues(tupstore, tupdesc, values, nulls);
 
-		/* both lists are in id order: unlock the ones skipped in between */
-		while (next_locked < nlocked && locked[next_locked] < msg_id)
+		/* Steps 1 and 2: lock candidates, skipping those locked by others. */
+		plan = courier_plan(queue, PLAN_CANDIDATES,
+							"SELECT m.msg_id FROM courier.q_%1$d m"
+							" WHERE m.msg_id > $1 AND m.visible_at <= $2"
+							"   AND NOT EXISTS (SELECT FROM courier.l_%1$d l"
+							"                    WHERE l.msg_id = m.msg_id AND l.invisible_until > $2"
+							"                   OFFSET 0)"
+							" ORDER BY m.msg_id LIMIT $3",
+							3, candidate_types);
+		while (nlocked < max_messages - got)
+		{
+			int64		limit = (max_messages - got - nlocked) + 16;
+			uint64		n;
+
+			args[0] = Int64GetDatum(last);
+			args[1] = TimestampTzGetDatum(now);
+			args[2] = Int64GetDatum(limit);
+			ret = SPI_execute_plan(plan, args, NULL, false, 0);
+			if (ret != SPI_OK_SELECT)
+				elog(ERROR, "courier.receive: unexpected SPI result %s", SPI_result_code_string(ret));
+			n = SPI_processed;
+			for (uint64 i = 0; i < n && nlocked < max_messages - got; i++)
+			{
+				bool		isnull;
+
+				last = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+				if (courier_lock_message(last, false))
+					locked[nlocked++] = last;
+			}
+			SPI_freetuptable(SPI_tuptable);
+			if (n < (uint64) limit)
+			{
+				exhausted = true;
+				break;
+			}
+			CHECK_FOR_INTERRUPTS();
+		}
+		if (nlocked == 0)
+			continue;		/* exhausted: the loop head decides */
+
+		/* Step 3: lease what is still there and not leased by someone else. */
+		for (int i = 0; i < nlocked; i++)
+			id_datums[i] = Int64GetDatum(locked[i]);
+		args[0] = PointerGetDatum(construct_array(id_datums, nlocked, INT8OID, 8,
+												  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		args[1] = Int64GetDatum((int64) token);
+		args[2] = TimestampTzGetDatum(now + visibility);
+		args[3] = TimestampTzGetDatum(now);
+		plan = courier_plan(queue, PLAN_LEASE,
+							"WITH leased AS ("
+							" INSERT INTO courier.l_%1$d AS l"
+							"  (msg_id, token, invisible_until, receive_count, first_received_at)"
+							" SELECT m.msg_id, $2, $3, 1, $4 FROM courier.q_%1$d m"
+							"  WHERE m.msg_id = ANY ($1)"
+							" ON CONFLICT (msg_id) DO UPDATE"
+							"   SET token = excluded.token, invisible_until = excluded.invisible_until,"
+							"       receive_count = l.receive_count + 1"
+							"  WHERE l.invisible_until <= $4"
+							" RETURNING l.msg_id, l.receive_count)"
+							" SELECT m.msg_id, m.body, m.body_text, m.body_bytes, m.attributes,"
+							"        m.sent_at, leased.receive_count"
+							"   FROM leased JOIN courier.q_%1$d m ON m.msg_id = leased.msg_id"
+							"  ORDER BY m.msg_id",
+							4, lease_types);
+		ret = SPI_execute_plan(plan, args, NULL, false, 0);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "courier.receive: unexpected SPI result %s", SPI_result_code_string(ret));
+
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	tuple = SPI_tuptable->vals[i];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			Datum		values[RECEIVE_COLUMNS];
+			bool		nulls[RECEIVE_COLUMNS];
+			int64		msg_id;
+
+			msg_id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &nulls[0]));
+			values[0] = Int64GetDatum(msg_id);
+			values[1] = CStringGetTextDatum(psprintf("%llx.%016llx", (unsigned long long) msg_id,
+													 (unsigned long long) token));
+			nulls[1] = false;
+			for (int c = 2; c <= 7; c++)
+			{
+				values[c] = SPI_getbinval(tuple, desc, c, &nulls[c]);
+				if (!nulls[c] && c <= 5)
+					values[c] = detoast_if_external(values[c]);
+			}
+			tuplestore_putvalues(tupstore, tupdesc, values, nulls);
+			got++;
+			if (msg_id > queue->scan_hint)
+				queue->scan_hint = msg_id;
+
+			/* both lists are in id order: unlock the ones skipped in between */
+			while (next_locked < nlocked && locked[next_locked] < msg_id)
+				courier_unlock_message(locked[next_locked++]);
+			if (next_locked < nlocked && locked[next_locked] == msg_id)
+				next_locked++;
+		}
+		while (next_locked < nlocked)
 			courier_unlock_message(locked[next_locked++]);
-		if (next_locked < nlocked && locked[next_locked] == msg_id)
-			next_locked++;
+		SPI_freetuptable(SPI_tuptable);
 	}
-	while (next_locked < nlocked)
-		courier_unlock_message(locked[next_locked++]);
 
 	courier_leave(&call);
 	return (Datum) 0;
