@@ -171,29 +171,27 @@ END $$;
 
 /* The functions each privilege needs, for _grant to hand out EXECUTE on. */
 CREATE FUNCTION courier._privilege_functions(privilege text)
-RETURNS text[] LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
-	SELECT CASE privilege
-		WHEN 'send' THEN ARRAY[
+RETURNS text[] LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+	SELECT ARRAY['courier.has_queue_privilege(text, text)', 'courier._queue_stats()']
+		|| CASE WHEN privilege IN ('send', 'admin') THEN ARRAY[
 			'courier.send(text, jsonb, jsonb, interval)',
 			'courier.send(text, text, jsonb, interval)',
 			'courier.send(text, bytea, jsonb, interval)',
 			'courier.send_batch(text, jsonb[], jsonb[], interval)',
 			'courier.send_batch(text, text[], jsonb[], interval)',
-			'courier.send_batch(text, bytea[], jsonb[], interval)']
-		WHEN 'receive' THEN ARRAY[
+			'courier.send_batch(text, bytea[], jsonb[], interval)'] ELSE '{}' END
+		|| CASE WHEN privilege IN ('receive', 'admin') THEN ARRAY[
 			'courier.receive(text, integer, interval)',
 			'courier.ack(text, text)',
 			'courier.ack_batch(text, text[])',
 			'courier.change_visibility(text, text, interval)',
-			'courier.release(text, text, interval)']
-		WHEN 'admin' THEN ARRAY[
+			'courier.release(text, text, interval)'] ELSE '{}' END
+		|| CASE WHEN privilege = 'admin' THEN ARRAY[
 			'courier.alter_queue(text, interval, interval, interval, integer)',
 			'courier.drop_queue(text)',
 			'courier.purge_queue(text)',
 			'courier.grant(text, regrole, text)',
-			'courier.revoke(text, regrole, text)']
-			|| courier._privilege_functions('send') || courier._privilege_functions('receive')
-	END || ARRAY['courier.has_queue_privilege(text, text)', 'courier._queue_stats()']
+			'courier.revoke(text, regrole, text)'] ELSE '{}' END
 $$;
 
 CREATE FUNCTION courier._grant(qid integer, grantee regrole, privilege text)
