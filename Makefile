@@ -30,6 +30,8 @@ else
 include $(PGXS)
 endif
 
+$(OBJS): src/courier.h
+
 .PHONY: demo test bench setup
 
 setup:

@@ -296,6 +296,8 @@ set_visibility(text *name, const char *receipt, int64 usecs, bool release)
 		elog(ERROR, "courier.change_visibility: unexpected SPI result %s", SPI_result_code_string(ret));
 	if (SPI_processed != 1)
 		stale_receipt(queue);
+	/* the lease may now end before what waiting receivers planned for */
+	wait_signal_queue(queue, WAKE_ON_COMMIT);
 	courier_leave(&call);
 }
 
@@ -346,4 +348,17 @@ Datum
 courier__try_lock_message(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_BOOL(courier_lock_message(PG_GETARG_INT64(0), false));
+}
+
+/*
+ * courier._unlock_message(msg_id bigint) RETURNS boolean
+ *		Give a message lock taken by courier._try_lock_message back before the
+ *		end of the transaction.
+ */
+PG_FUNCTION_INFO_V1(courier__unlock_message);
+Datum
+courier__unlock_message(PG_FUNCTION_ARGS)
+{
+	courier_unlock_message(PG_GETARG_INT64(0));
+	PG_RETURN_BOOL(true);
 }

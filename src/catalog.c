@@ -159,7 +159,8 @@ load_queue(CourierQueue *queue)
 	TupleDesc	tupdesc;
 
 	values[0] = CStringGetTextDatum(queue->name);
-	ret = SPI_execute_with_args("SELECT queue_id, visibility_timeout, delay, max_message_size"
+	ret = SPI_execute_with_args("SELECT queue_id, visibility_timeout, delay, max_message_size,"
+								"       notify"
 								"  FROM courier.queue WHERE queue_name = $1",
 								1, argtypes, values, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
@@ -176,6 +177,7 @@ load_queue(CourierQueue *queue)
 		interval_to_usecs(DatumGetIntervalP(SPI_getbinval(tuple, tupdesc, 2, &isnull)));
 	queue->delay = interval_to_usecs(DatumGetIntervalP(SPI_getbinval(tuple, tupdesc, 3, &isnull)));
 	queue->max_message_size = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 4, &isnull));
+	queue->notify = DatumGetBool(SPI_getbinval(tuple, tupdesc, 5, &isnull));
 
 	argtypes[0] = INT4OID;
 	values[0] = Int32GetDatum(queue->queue_id);
@@ -376,8 +378,10 @@ courier_interval_usecs(Interval *interval, const char *what, int64 max_usecs)
 
 		if (max_usecs % USECS_PER_HOUR == 0)
 			limit = psprintf("%d hours", (int) (max_usecs / USECS_PER_HOUR));
-		else
+		else if (max_usecs % USECS_PER_MINUTE == 0)
 			limit = psprintf("%d minutes", (int) (max_usecs / USECS_PER_MINUTE));
+		else
+			limit = psprintf("%g seconds", (double) max_usecs / USECS_PER_SEC);
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must be between 0 and %s", what, limit)));

@@ -17,6 +17,7 @@
 
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/timestamp.h"
@@ -48,6 +49,7 @@ typedef enum CourierPlan
 	PLAN_ACK,
 	PLAN_ACK_BATCH,
 	PLAN_SET_VISIBILITY,
+	PLAN_NEXT_VISIBLE,
 	NUM_COURIER_PLANS
 } CourierPlan;
 
@@ -68,6 +70,7 @@ typedef struct CourierQueue
 	int			ngrants;
 	CourierGrant *grants;				/* in CacheMemoryContext */
 	SPIPlanPtr	plans[NUM_COURIER_PLANS];
+	bool		notify;					/* NOTIFY courier_<queue_id> on commit of a send */
 	int64		scan_hint;			/* receive.c: where the next scan may start */
 	TimestampTz full_scan_at;		/* receive.c: when a scan last started at 0 */
 } CourierQueue;
@@ -94,6 +97,21 @@ extern text *courier_arg_text(FunctionCallInfo fcinfo, int argno, const char *wh
 extern void courier_arg_notnull(FunctionCallInfo fcinfo, int argno, const char *what);
 extern int64 courier_interval_usecs(Interval *interval, const char *what, int64 max_usecs);
 extern void courier_relcache_callback(Datum arg, Oid relid);
+
+/* wait.c */
+#define WAKE_ON_COMMIT	0x01
+#define WAKE_ON_ABORT	0x02
+extern void wait_signal_queue(CourierQueue *queue, int events);
+extern char *wait_channel_name(int32 queue_id);
+extern void wait_xact_callback(XactEvent event, void *arg);
+extern void wait_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+								  SubTransactionId parentSubid, void *arg);
+extern void wait_begin(CourierQueue *queue);
+extern void wait_end(CourierQueue *queue);
+extern void wait_sleep(TimestampTz until);
+
+/* pg_courier.c */
+extern int	courier_max_wait_ms;
 
 /* ack.c */
 extern bool courier_lock_message(int64 msg_id, bool wait);

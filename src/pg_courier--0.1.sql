@@ -3,6 +3,12 @@
 \echo Use "CREATE EXTENSION pg_courier" to load this file. \quit
 
 /*
+ * The schema belongs to the extension, so DROP EXTENSION ... CASCADE also
+ * drops the per-queue tables, which are not members (pg_dump must dump them).
+ */
+CREATE SCHEMA courier;
+
+/*
  * Catalog
  *
  * courier.queue holds one row per queue; each queue has two tables of its own,
@@ -23,6 +29,7 @@ CREATE TABLE courier.queue (
 	delay				interval NOT NULL,
 	retention			interval NOT NULL,
 	max_message_size	integer NOT NULL,
+	notify				boolean NOT NULL DEFAULT false,
 	created_at			timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 
@@ -55,14 +62,15 @@ CREATE TRIGGER queue_grant_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
  * run these as the extension owner with a pinned search_path.  Nobody else
  * may execute them.
  */
-CREATE FUNCTION courier._check_interval(what text, val interval, lo interval, hi interval)
+CREATE FUNCTION courier._check_interval(what text, val interval, hi interval, lo_text text,
+										hi_text text, lo interval DEFAULT '0')
 RETURNS void LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
 	IF val IS NULL THEN
 		RAISE EXCEPTION '% must not be null', what USING ERRCODE = 'null_value_not_allowed';
 	END IF;
 	IF val < lo OR val > hi THEN
-		RAISE EXCEPTION '% must be between % and %', what, lo, hi
+		RAISE EXCEPTION '% must be between % and %', what, lo_text, hi_text
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
 END $$;
@@ -71,10 +79,11 @@ CREATE FUNCTION courier._check_settings(visibility_timeout interval, delay inter
 										retention interval, max_message_size integer)
 RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-	PERFORM courier._check_interval('visibility_timeout', visibility_timeout,
-									'0'::interval, '12 hours'::interval);
-	PERFORM courier._check_interval('delay', delay, '0'::interval, '15 minutes'::interval);
-	PERFORM courier._check_interval('retention', retention, '1 minute'::interval, '14 days'::interval);
+	PERFORM courier._check_interval('visibility_timeout', visibility_timeout, '12 hours',
+									'0', '12 hours');
+	PERFORM courier._check_interval('delay', delay, '15 minutes', '0', '15 minutes');
+	PERFORM courier._check_interval('retention', retention, '14 days', '1 minute', '14 days',
+									'1 minute');
 	IF max_message_size IS NULL THEN
 		RAISE EXCEPTION 'max_message_size must not be null' USING ERRCODE = 'null_value_not_allowed';
 	END IF;
@@ -86,17 +95,21 @@ END $$;
 
 CREATE FUNCTION courier._create_queue(queue_name text, visibility_timeout interval,
 									  delay interval, retention interval,
-									  max_message_size integer, creator regrole)
+									  max_message_size integer, notify boolean, creator regrole)
 RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
 	qid integer;
 BEGIN
 	PERFORM courier._check_settings(visibility_timeout, delay, retention, max_message_size);
+	IF notify IS NULL THEN
+		RAISE EXCEPTION 'notify must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
 	IF EXISTS (SELECT 1 FROM courier.queue q WHERE q.queue_name = _create_queue.queue_name) THEN
 		RAISE EXCEPTION 'queue "%" already exists', queue_name USING ERRCODE = 'duplicate_object';
 	END IF;
-	INSERT INTO courier.queue (queue_name, visibility_timeout, delay, retention, max_message_size)
-		VALUES (queue_name, visibility_timeout, delay, retention, max_message_size)
+	INSERT INTO courier.queue (queue_name, visibility_timeout, delay, retention, max_message_size,
+							   notify)
+		VALUES (queue_name, visibility_timeout, delay, retention, max_message_size, notify)
 		RETURNING queue_id INTO qid;
 	/*
 	 * Messages are only inserted and deleted, never updated: fillfactor 100.
@@ -115,6 +128,9 @@ BEGIN
 		) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 2000,
 				autovacuum_vacuum_insert_scale_factor = 0.05,
 				autovacuum_vacuum_cost_delay = 0)$ddl$, 'q_' || qid);
+	/* Only delayed messages: a waiting receive finds the next delay's end here. */
+	EXECUTE format('CREATE INDEX %I ON courier.%I (visible_at) WHERE visible_at > sent_at',
+				   'q_' || qid || '_delayed', 'q_' || qid);
 	/* Lease rows are updated in place by every redelivery: leave room for HOT. */
 	EXECUTE format($ddl$
 		CREATE UNLOGGED TABLE courier.%I (
@@ -133,7 +149,7 @@ BEGIN
 END $$;
 
 CREATE FUNCTION courier._alter_queue(qid integer, visibility_timeout interval, delay interval,
-									 retention interval, max_message_size integer)
+									 retention interval, max_message_size integer, notify boolean)
 RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
 	q courier.queue;
@@ -143,9 +159,10 @@ BEGIN
 	q.delay := coalesce(delay, q.delay);
 	q.retention := coalesce(retention, q.retention);
 	q.max_message_size := coalesce(max_message_size, q.max_message_size);
+	q.notify := coalesce(notify, q.notify);
 	PERFORM courier._check_settings(q.visibility_timeout, q.delay, q.retention, q.max_message_size);
 	UPDATE courier.queue SET visibility_timeout = q.visibility_timeout, delay = q.delay,
-		retention = q.retention, max_message_size = q.max_message_size
+		retention = q.retention, max_message_size = q.max_message_size, notify = q.notify
 	 WHERE queue_id = qid;
 END $$;
 
@@ -181,13 +198,13 @@ RETURNS text[] LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 			'courier.send_batch(text, text[], jsonb[], interval)',
 			'courier.send_batch(text, bytea[], jsonb[], interval)'] ELSE '{}' END
 		|| CASE WHEN privilege IN ('receive', 'admin') THEN ARRAY[
-			'courier.receive(text, integer, interval)',
+			'courier.receive(text, integer, interval, interval)',
 			'courier.ack(text, text)',
 			'courier.ack_batch(text, text[])',
 			'courier.change_visibility(text, text, interval)',
 			'courier.release(text, text, interval)'] ELSE '{}' END
 		|| CASE WHEN privilege = 'admin' THEN ARRAY[
-			'courier.alter_queue(text, interval, interval, interval, integer)',
+			'courier.alter_queue(text, interval, interval, interval, integer, boolean)',
 			'courier.drop_queue(text)',
 			'courier.purge_queue(text)',
 			'courier.grant(text, regrole, text)',
@@ -229,10 +246,10 @@ BEGIN
 	   AND (_revoke.privilege IS NULL OR g.privilege = _revoke.privilege);
 END $$;
 
-REVOKE ALL ON FUNCTION courier._check_interval(text, interval, interval, interval),
+REVOKE ALL ON FUNCTION courier._check_interval(text, interval, interval, text, text, interval),
 	courier._check_settings(interval, interval, interval, integer),
-	courier._create_queue(text, interval, interval, interval, integer, regrole),
-	courier._alter_queue(integer, interval, interval, interval, integer),
+	courier._create_queue(text, interval, interval, interval, integer, boolean, regrole),
+	courier._alter_queue(integer, interval, interval, interval, integer, boolean),
 	courier._drop_queue(integer), courier._purge_queue(integer),
 	courier._privilege_functions(text),
 	courier._grant(integer, regrole, text), courier._revoke(integer, regrole, text),
@@ -247,14 +264,16 @@ CREATE FUNCTION courier.create_queue(queue_name text,
 	visibility_timeout interval DEFAULT '30 seconds',
 	delay interval DEFAULT '0',
 	retention interval DEFAULT '4 days',
-	max_message_size integer DEFAULT 262144)
+	max_message_size integer DEFAULT 262144,
+	notify boolean DEFAULT false)
 RETURNS void AS 'MODULE_PATHNAME', 'courier_create_queue' LANGUAGE C;
 
 CREATE FUNCTION courier.alter_queue(queue_name text,
 	visibility_timeout interval DEFAULT NULL,
 	delay interval DEFAULT NULL,
 	retention interval DEFAULT NULL,
-	max_message_size integer DEFAULT NULL)
+	max_message_size integer DEFAULT NULL,
+	notify boolean DEFAULT NULL)
 RETURNS void AS 'MODULE_PATHNAME', 'courier_alter_queue' LANGUAGE C;
 
 CREATE FUNCTION courier.drop_queue(queue_name text)
@@ -293,9 +312,9 @@ CREATE FUNCTION courier.send_batch(queue_name text, bodies bytea[],
 	attributes jsonb[] DEFAULT NULL, delay interval DEFAULT NULL)
 RETURNS bigint[] AS 'MODULE_PATHNAME', 'courier_send_batch' LANGUAGE C;
 
-/* Receiving (C: src/receive.c) */
+/* Receiving (C: src/receive.c, waiting: src/wait.c) */
 CREATE FUNCTION courier.receive(queue_name text, max_messages integer DEFAULT 1,
-	visibility_timeout interval DEFAULT NULL)
+	visibility_timeout interval DEFAULT NULL, wait interval DEFAULT NULL)
 RETURNS TABLE (msg_id bigint, receipt text, body jsonb, body_text text, body_bytes bytea,
 			   attributes jsonb, sent_at timestamptz, receive_count integer)
 AS 'MODULE_PATHNAME', 'courier_receive' LANGUAGE C ROWS 10;
@@ -316,35 +335,66 @@ CREATE FUNCTION courier._try_lock_message(msg_id bigint)
 RETURNS boolean AS 'MODULE_PATHNAME', 'courier__try_lock_message' LANGUAGE C STRICT;
 REVOKE ALL ON FUNCTION courier._try_lock_message(bigint) FROM PUBLIC;
 
+/* Gives a message lock back early (C: src/ack.c). */
+CREATE FUNCTION courier._unlock_message(msg_id bigint)
+RETURNS boolean AS 'MODULE_PATHNAME', 'courier__unlock_message' LANGUAGE C STRICT;
+REVOKE ALL ON FUNCTION courier._unlock_message(bigint) FROM PUBLIC;
+
 /*
  * courier.maintain(): removes messages older than their queue's retention.
- * Messages another session holds the lock of (being received or acked right
- * now) are left for the next run, so it never waits and can run concurrently
- * with itself and with consumers.
+ *
+ * Never waits: a run that finds another one running returns 0 at once.
+ * First the leases left by messages removed in earlier runs
+ * (no consumer touches a lease without its message; SKIP LOCKED covers a
+ * concurrent maintain).  Then the expired messages, 1,000 at a time: those
+ * whose message lock another session holds (being received or acknowledged
+ * right now) are left for the next run; the locks taken are given back after
+ * each batch, so the lock table never fills up.  A consumer that leases such
+ * a message in between gets it once more; its ack then finds it gone.
  */
 CREATE FUNCTION courier.maintain()
 RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
 	q record;
-	n bigint;
+	cutoff timestamptz;
+	last bigint;
+	selected bigint;
+	gone bigint[];
 	total bigint := 0;
 BEGIN
+	/* one run at a time (message id 0 is never used): a second one returns at once */
+	IF NOT courier._try_lock_message(0) THEN
+		RETURN 0;
+	END IF;
 	FOR q IN SELECT queue_id, retention FROM courier.queue ORDER BY queue_id LOOP
+		EXECUTE format($sql$
+			DELETE FROM courier.%2$I l WHERE l.msg_id IN (
+				SELECT o.msg_id FROM courier.%2$I o
+				 WHERE NOT EXISTS (SELECT FROM courier.%1$I m WHERE m.msg_id = o.msg_id)
+				   FOR UPDATE SKIP LOCKED)$sql$,
+			'q_' || q.queue_id, 'l_' || q.queue_id);
+		cutoff := pg_catalog.clock_timestamp() - q.retention;
+		last := 0;
 		LOOP
 			EXECUTE format($sql$
-				WITH doomed AS (
+				WITH doomed AS MATERIALIZED (
 					SELECT m.msg_id FROM courier.%1$I m
-					 WHERE m.sent_at < pg_catalog.clock_timestamp() - $1
-					 ORDER BY m.msg_id LIMIT 10000),
-				locked AS (
+					 WHERE m.msg_id > $2 AND m.sent_at < $1
+					 ORDER BY m.msg_id LIMIT 1000),
+				locked AS MATERIALIZED (
 					SELECT d.msg_id FROM doomed d WHERE courier._try_lock_message(d.msg_id)),
-				gone_leases AS (
-					DELETE FROM courier.%2$I l USING locked WHERE l.msg_id = locked.msg_id)
-				DELETE FROM courier.%1$I m USING locked WHERE m.msg_id = locked.msg_id$sql$,
-				'q_' || q.queue_id, 'l_' || q.queue_id) USING q.retention;
-			GET DIAGNOSTICS n = ROW_COUNT;
-			total := total + n;
-			EXIT WHEN n < 10000;
+				removed AS (
+					DELETE FROM courier.%1$I m USING locked WHERE m.msg_id = locked.msg_id
+					RETURNING m.msg_id)
+				SELECT (SELECT pg_catalog.count(*) FROM doomed),
+					   (SELECT pg_catalog.max(msg_id) FROM doomed),
+					   (SELECT pg_catalog.array_agg(msg_id) FROM removed)$sql$,
+				'q_' || q.queue_id) INTO selected, last, gone USING cutoff, last;
+			IF gone IS NOT NULL THEN
+				total := total + pg_catalog.cardinality(gone);
+				PERFORM courier._unlock_message(g) FROM pg_catalog.unnest(gone) g;
+			END IF;
+			EXIT WHEN selected < 1000;
 		END LOOP;
 	END LOOP;
 	RETURN total;
@@ -381,7 +431,7 @@ END $$;
 
 CREATE VIEW courier.queues AS
 SELECT q.queue_name, q.visibility_timeout, q.delay, q.retention, q.max_message_size,
-	   q.created_at, s.depth, s.visible, s.in_flight, s.delayed,
+	   q.notify, 'courier_' || q.queue_id AS notify_channel, q.created_at, s.depth, s.visible, s.in_flight, s.delayed,
 	   pg_catalog.clock_timestamp() - s.oldest_sent_at AS oldest_message_age
   FROM courier.queue q JOIN courier._queue_stats() s USING (queue_id)
  WHERE courier.has_queue_privilege(q.queue_name, 'receive')

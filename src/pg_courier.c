@@ -19,12 +19,25 @@
 
 PG_MODULE_MAGIC;
 
+/* courier.max_wait: the longest wait a receive may ask for, in milliseconds */
+int			courier_max_wait_ms = 20000;
+
 void		_PG_init(void);
 
 void
 _PG_init(void)
 {
+	DefineCustomIntVariable("courier.max_wait",
+							"Longest wait a courier.receive call may ask for.",
+							"A waiting receive holds a snapshot, which keeps VACUUM from removing "
+							"rows deleted after it started.",
+							&courier_max_wait_ms,
+							20000, 0, 3600 * 1000,
+							PGC_SUSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
 	CacheRegisterRelcacheCallback(courier_relcache_callback, (Datum) 0);
+	RegisterXactCallback(wait_xact_callback, NULL);
+	RegisterSubXactCallback(wait_subxact_callback, NULL);
 #if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("courier");
 #else

@@ -57,7 +57,7 @@ admin_queue(CourierCall *call, text *name)
 /*
  * courier.create_queue(queue_name text, visibility_timeout interval,
  *						delay interval, retention interval,
- *						max_message_size integer) RETURNS void
+ *						max_message_size integer, notify boolean) RETURNS void
  *		Create a queue; a caller who is not a superuser becomes its admin.
  *
  * Who may create queues is decided by EXECUTE on this function.
@@ -66,16 +66,17 @@ PG_FUNCTION_INFO_V1(courier_create_queue);
 Datum
 courier_create_queue(PG_FUNCTION_ARGS)
 {
-	Oid			argtypes[6] = {TEXTOID, INTERVALOID, INTERVALOID, INTERVALOID, INT4OID, REGROLEOID};
-	Datum		values[6];
-	bool		isnull[6];
+	Oid			argtypes[7] = {TEXTOID, INTERVALOID, INTERVALOID, INTERVALOID, INT4OID, BOOLOID,
+	REGROLEOID};
+	Datum		values[7];
+	bool		isnull[7];
 	text	   *name = courier_arg_text(fcinfo, 0, "queue name");
 	CourierCall call;
 
 	courier_check_name(VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name));
-	for (int i = 0; i < 5; i++)
+	for (int i = 0; i < 6; i++)
 	{
-		values[i] = PG_GETARG_DATUM(i);
+		values[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
 		isnull[i] = PG_ARGISNULL(i);
 	}
 	courier_enter(&call);
@@ -83,10 +84,10 @@ courier_create_queue(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("queue \"%s\" already exists", text_to_cstring(name))));
-	values[5] = ObjectIdGetDatum(call.caller);
-	isnull[5] = superuser_arg(call.caller);
-	run_internal("SELECT courier._create_queue($1, $2, $3, $4, $5, $6)",
-				 6, argtypes, values, isnull);
+	values[6] = ObjectIdGetDatum(call.caller);
+	isnull[6] = superuser_arg(call.caller);
+	run_internal("SELECT courier._create_queue($1, $2, $3, $4, $5, $6, $7)",
+				 7, argtypes, values, isnull);
 	courier_leave(&call);
 	PG_RETURN_VOID();
 }
@@ -94,28 +95,28 @@ courier_create_queue(PG_FUNCTION_ARGS)
 /*
  * courier.alter_queue(queue_name text, visibility_timeout interval,
  *					   delay interval, retention interval,
- *					   max_message_size integer) RETURNS void
+ *					   max_message_size integer, notify boolean) RETURNS void
  *		Change the settings given (not NULL); needs admin on the queue.
  */
 PG_FUNCTION_INFO_V1(courier_alter_queue);
 Datum
 courier_alter_queue(PG_FUNCTION_ARGS)
 {
-	Oid			argtypes[5] = {INT4OID, INTERVALOID, INTERVALOID, INTERVALOID, INT4OID};
-	Datum		values[5];
-	bool		isnull[5];
+	Oid			argtypes[6] = {INT4OID, INTERVALOID, INTERVALOID, INTERVALOID, INT4OID, BOOLOID};
+	Datum		values[6];
+	bool		isnull[6];
 	text	   *name = courier_arg_text(fcinfo, 0, "queue name");
 	CourierCall call;
 
-	for (int i = 1; i < 5; i++)
+	for (int i = 1; i < 6; i++)
 	{
-		values[i] = PG_GETARG_DATUM(i);
+		values[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
 		isnull[i] = PG_ARGISNULL(i);
 	}
 	courier_enter(&call);
 	values[0] = Int32GetDatum(admin_queue(&call, name));
 	isnull[0] = false;
-	run_internal("SELECT courier._alter_queue($1, $2, $3, $4, $5)", 5, argtypes, values, isnull);
+	run_internal("SELECT courier._alter_queue($1, $2, $3, $4, $5, $6)", 6, argtypes, values, isnull);
 	courier_leave(&call);
 	PG_RETURN_VOID();
 }

@@ -63,86 +63,58 @@ detoast_if_external(Datum value)
 	return value;
 }
 
-/*
- * courier.receive(queue_name text, max_messages integer, visibility_timeout interval)
- *	 RETURNS TABLE (msg_id bigint, receipt text, body jsonb, body_text text,
- *					body_bytes bytea, attributes jsonb, sent_at timestamptz,
- *					receive_count integer)
- *		Lease up to max_messages visible messages, in id order.
- *
- * Never waits for a lock.  Refused under REPEATABLE READ and SERIALIZABLE,
- * whose single snapshot cannot see acknowledgements committed meanwhile.
- */
-PG_FUNCTION_INFO_V1(courier_receive);
-Datum
-courier_receive(PG_FUNCTION_ARGS)
+/* how soon a waiting receive looks again at a message locked by another session */
+#define RECEIVE_LOCKED_RETRY_MS 10
+
+static int64 *sort_ids;
+
+static int
+cmp_row_order(const void *a, const void *b)
 {
-	static Oid	candidate_types[3] = {INT8OID, TIMESTAMPTZOID, INT8OID};
-	static Oid	lease_types[4] = {INT8ARRAYOID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID};
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	text	   *name = courier_arg_text(fcinfo, 0, "queue name");
-	int			max_messages;
-	int64		visibility = -1;
-	TupleDesc	tupdesc;
-	Tuplestorestate *tupstore;
-	MemoryContext oldcontext;
-	CourierCall call;
+	int64		x = sort_ids[*(const int *) a];
+	int64		y = sort_ids[*(const int *) b];
+
+	return (x > y) - (x < y);
+}
+
+/* What one receive call needs across its rounds. */
+typedef struct ReceiveState
+{
 	CourierQueue *queue;
-	SPIPlanPtr	plan;
-	TimestampTz now;
-	int64	   *locked;
-	int			got = 0;
+	int			max_messages;
+	int			got;
+	int64		visibility;		/* microseconds */
+	uint64		token;
+	int64	   *locked;			/* [max_messages] */
+	Datum	   *id_datums;		/* [max_messages] */
+	int			skipped_locked; /* candidates locked by others */
+	HeapTuple  *rows;			/* [max_messages], in per-query memory */
+	int64	   *row_ids;		/* [max_messages] */
+	MemoryContext row_context;
+	TupleDesc	tupdesc;
+} ReceiveState;
+
+/*
+ * Leases up to max_messages - got messages visible at 'now' into the result;
+ * see the file header for the steps and the scan start.
+ */
+static void
+receive_rounds(ReceiveState *rs, TimestampTz now)
+{
+	static Oid	candidate_types[4] = {INT8OID, TIMESTAMPTZOID, INT8OID, INT8OID};
+	static Oid	lease_types[4] = {INT8ARRAYOID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+	CourierQueue *queue = rs->queue;
+	int			max_messages = rs->max_messages;
+	int64	   *locked = rs->locked;
+	Datum	   *id_datums = rs->id_datums;
+	uint64		token = rs->token;
 	bool		exhausted = false;
 	int64		last = 0;
+	int64		end = PG_INT64_MAX;
 	int64		start;
-	uint64		token;
+	SPIPlanPtr	plan;
 	Datum		args[4];
-	Datum	   *id_datums;
 	int			ret;
-
-	courier_arg_notnull(fcinfo, 1, "max_messages");
-	max_messages = PG_GETARG_INT32(1);
-	if (max_messages < 1 || max_messages > COURIER_MAX_RECEIVE)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_messages must be between 1 and %d", COURIER_MAX_RECEIVE)));
-	if (!PG_ARGISNULL(2))
-		visibility = courier_interval_usecs(PG_GETARG_INTERVAL_P(2), "visibility_timeout",
-											COURIER_MAX_VISIBILITY_US);
-	if (IsolationUsesXactSnapshot())
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("courier.receive cannot run in a REPEATABLE READ or SERIALIZABLE transaction"),
-				 errhint("Receive in a READ COMMITTED transaction.")));
-
-	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) ||
-		(rsinfo->allowedModes & SFRM_Materialize) == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("courier.receive must be called in a context that accepts a set")));
-	oldcontext = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
-	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
-	tupstore = tuplestore_begin_heap(true, false, work_mem);
-	rsinfo->returnMode = SFRM_Materialize;
-	rsinfo->setResult = tupstore;
-	rsinfo->setDesc = tupdesc;
-	MemoryContextSwitchTo(oldcontext);
-
-	courier_enter(&call);
-	queue = courier_lookup_queue(name, false);
-	courier_check_privilege(&call, queue, COURIER_PRIV_RECEIVE);
-	if (visibility < 0)
-		visibility = queue->visibility_timeout;
-	now = GetCurrentTimestamp();
-
-	if (!pg_strong_random(&token, sizeof(token)))
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not generate a random receipt")));
-	token &= INT64CONST(0x7fffffffffffffff);
-	if (token == 0)
-		token = 1;				/* 0 marks a released lease */
 
 	/*
 	 * Rounds of steps 1-3 until max_messages are leased or no candidate is
@@ -150,8 +122,6 @@ courier_receive(PG_FUNCTION_ARGS)
 	 * leased some of its candidates after its snapshot; the next round goes
 	 * on from the last candidate seen.
 	 */
-	locked = palloc(sizeof(int64) * max_messages);
-	id_datums = palloc(sizeof(Datum) * max_messages);
 	if (queue->scan_hint > 0 && now - queue->full_scan_at < COURIER_RESCAN_US)
 		last = queue->scan_hint;
 	else
@@ -162,13 +132,14 @@ courier_receive(PG_FUNCTION_ARGS)
 		int			nlocked = 0;
 		int			next_locked = 0;
 
-		if (got == max_messages)
+		if (rs->got == max_messages)
 			break;
 		if (exhausted)
 		{
 			if (start == 0)
 				break;
-			/* the scan from the hint ran dry: look from the head once */
+			/* the scan from the hint ran dry: look from the head up to it once */
+			end = start;
 			last = start = 0;
 			exhausted = false;
 			queue->full_scan_at = now;
@@ -177,31 +148,34 @@ courier_receive(PG_FUNCTION_ARGS)
 		/* Steps 1 and 2: lock candidates, skipping those locked by others. */
 		plan = courier_plan(queue, PLAN_CANDIDATES,
 							"SELECT m.msg_id FROM courier.q_%1$d m"
-							" WHERE m.msg_id > $1 AND m.visible_at <= $2"
+							" WHERE m.msg_id > $1 AND m.msg_id <= $4 AND m.visible_at <= $2"
 							"   AND NOT EXISTS (SELECT FROM courier.l_%1$d l"
 							"                    WHERE l.msg_id = m.msg_id AND l.invisible_until > $2"
 							"                   OFFSET 0)"
 							" ORDER BY m.msg_id LIMIT $3",
-							3, candidate_types);
-		while (nlocked < max_messages - got)
+							4, candidate_types);
+		while (nlocked < max_messages - rs->got)
 		{
-			int64		limit = (max_messages - got - nlocked) + 16;
+			int64		limit = (max_messages - rs->got - nlocked) + 16;
 			uint64		n;
 
 			args[0] = Int64GetDatum(last);
 			args[1] = TimestampTzGetDatum(now);
 			args[2] = Int64GetDatum(limit);
+			args[3] = Int64GetDatum(end);
 			ret = SPI_execute_plan(plan, args, NULL, false, 0);
 			if (ret != SPI_OK_SELECT)
 				elog(ERROR, "courier.receive: unexpected SPI result %s", SPI_result_code_string(ret));
 			n = SPI_processed;
-			for (uint64 i = 0; i < n && nlocked < max_messages - got; i++)
+			for (uint64 i = 0; i < n && nlocked < max_messages - rs->got; i++)
 			{
 				bool		isnull;
 
 				last = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
 				if (courier_lock_message(last, false))
 					locked[nlocked++] = last;
+				else
+					rs->skipped_locked++;
 			}
 			SPI_freetuptable(SPI_tuptable);
 			if (n < (uint64) limit)
@@ -220,7 +194,7 @@ courier_receive(PG_FUNCTION_ARGS)
 		args[0] = PointerGetDatum(construct_array(id_datums, nlocked, INT8OID, 8,
 												  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 		args[1] = Int64GetDatum((int64) token);
-		args[2] = TimestampTzGetDatum(now + visibility);
+		args[2] = TimestampTzGetDatum(now + rs->visibility);
 		args[3] = TimestampTzGetDatum(now);
 		plan = courier_plan(queue, PLAN_LEASE,
 							"WITH leased AS ("
@@ -249,6 +223,7 @@ courier_receive(PG_FUNCTION_ARGS)
 			Datum		values[RECEIVE_COLUMNS];
 			bool		nulls[RECEIVE_COLUMNS];
 			int64		msg_id;
+			MemoryContext oldcontext;
 
 			msg_id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &nulls[0]));
 			values[0] = Int64GetDatum(msg_id);
@@ -261,8 +236,11 @@ courier_receive(PG_FUNCTION_ARGS)
 				if (!nulls[c] && c <= 5)
 					values[c] = detoast_if_external(values[c]);
 			}
-			tuplestore_putvalues(tupstore, tupdesc, values, nulls);
-			got++;
+			oldcontext = MemoryContextSwitchTo(rs->row_context);
+			rs->rows[rs->got] = heap_form_tuple(rs->tupdesc, values, nulls);
+			MemoryContextSwitchTo(oldcontext);
+			rs->row_ids[rs->got] = msg_id;
+			rs->got++;
 			if (msg_id > queue->scan_hint)
 				queue->scan_hint = msg_id;
 
@@ -276,7 +254,151 @@ courier_receive(PG_FUNCTION_ARGS)
 			courier_unlock_message(locked[next_locked++]);
 		SPI_freetuptable(SPI_tuptable);
 	}
+}
 
+/*
+ * The next moment a message of the queue becomes visible without a send: a
+ * delayed message's delay ends or a lease ends.  DT_NOEND if none.
+ */
+static TimestampTz
+next_visible_at(CourierQueue *queue, TimestampTz now)
+{
+	static Oid	argtypes[1] = {TIMESTAMPTZOID};
+	SPIPlanPtr	plan;
+	Datum		args[1];
+	Datum		result;
+	bool		isnull;
+	int			ret;
+
+	plan = courier_plan(queue, PLAN_NEXT_VISIBLE,
+						"SELECT LEAST("
+						" (SELECT pg_catalog.min(m.visible_at) FROM courier.q_%1$d m"
+						"   WHERE m.visible_at > m.sent_at AND m.visible_at > $1),"
+						" (SELECT pg_catalog.min(l.invisible_until) FROM courier.l_%1$d l"
+						"   WHERE l.invisible_until > $1))",
+						1, argtypes);
+	args[0] = TimestampTzGetDatum(now);
+	ret = SPI_execute_plan(plan, args, NULL, true, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "courier.receive: unexpected SPI result %s", SPI_result_code_string(ret));
+	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	SPI_freetuptable(SPI_tuptable);
+	return isnull ? DT_NOEND : DatumGetTimestampTz(result);
+}
+
+/*
+ * courier.receive(queue_name text, max_messages integer,
+ *				   visibility_timeout interval, wait interval)
+ *	 RETURNS TABLE (msg_id bigint, receipt text, body jsonb, body_text text,
+ *					body_bytes bytea, attributes jsonb, sent_at timestamptz,
+ *					receive_count integer)
+ *		Lease up to max_messages visible messages, in id order; with wait,
+ *		wait up to that long for the first one (wait.c).
+ *
+ * Never waits for a lock.  Refused under REPEATABLE READ and SERIALIZABLE,
+ * whose single snapshot cannot see acknowledgements committed meanwhile.
+ */
+PG_FUNCTION_INFO_V1(courier_receive);
+Datum
+courier_receive(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	text	   *name = courier_arg_text(fcinfo, 0, "queue name");
+	ReceiveState rs;
+	int64		wait = 0;
+	MemoryContext oldcontext;
+	Tuplestorestate *tupstore;
+	CourierCall call;
+	TimestampTz now;
+	TimestampTz deadline;
+	int		   *order;
+
+	memset(&rs, 0, sizeof(rs));
+	rs.visibility = -1;
+	courier_arg_notnull(fcinfo, 1, "max_messages");
+	rs.max_messages = PG_GETARG_INT32(1);
+	if (rs.max_messages < 1 || rs.max_messages > COURIER_MAX_RECEIVE)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_messages must be between 1 and %d", COURIER_MAX_RECEIVE)));
+	if (!PG_ARGISNULL(2))
+		rs.visibility = courier_interval_usecs(PG_GETARG_INTERVAL_P(2), "visibility_timeout",
+											   COURIER_MAX_VISIBILITY_US);
+	if (!PG_ARGISNULL(3))
+		wait = courier_interval_usecs(PG_GETARG_INTERVAL_P(3), "wait",
+									  (int64) courier_max_wait_ms * 1000);
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("courier.receive cannot run in a REPEATABLE READ or SERIALIZABLE transaction"),
+				 errhint("Receive in a READ COMMITTED transaction.")));
+
+	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) ||
+		(rsinfo->allowedModes & SFRM_Materialize) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("courier.receive must be called in a context that accepts a set")));
+	oldcontext = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+	if (get_call_result_type(fcinfo, NULL, &rs.tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	tupstore = tuplestore_begin_heap(true, false, work_mem);
+	rsinfo->returnMode = SFRM_Materialize;
+	rsinfo->setResult = tupstore;
+	rsinfo->setDesc = rs.tupdesc;
+	rs.row_context = rsinfo->econtext->ecxt_per_query_memory;
+	rs.rows = palloc(sizeof(HeapTuple) * rs.max_messages);
+	rs.row_ids = palloc(sizeof(int64) * rs.max_messages);
+	MemoryContextSwitchTo(oldcontext);
+
+	courier_enter(&call);
+	rs.queue = courier_lookup_queue(name, false);
+	courier_check_privilege(&call, rs.queue, COURIER_PRIV_RECEIVE);
+	if (rs.visibility < 0)
+		rs.visibility = rs.queue->visibility_timeout;
+	if (!pg_strong_random(&rs.token, sizeof(rs.token)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate a random receipt")));
+	rs.token &= INT64CONST(0x7fffffffffffffff);
+	if (rs.token == 0)
+		rs.token = 1;			/* 0 marks a released lease */
+	rs.locked = palloc(sizeof(int64) * rs.max_messages);
+	rs.id_datums = palloc(sizeof(Datum) * rs.max_messages);
+
+	now = GetCurrentTimestamp();
+	deadline = now + wait;
+	if (wait > 0)
+		wait_begin(rs.queue);
+	for (;;)
+	{
+		TimestampTz until;
+
+		rs.skipped_locked = 0;
+		receive_rounds(&rs, now);
+		if (rs.got > 0 || now >= deadline)
+			break;
+		until = Min(deadline, next_visible_at(rs.queue, now));
+		/* a message locked by a session that is about to commit or abort */
+		if (rs.skipped_locked > 0)
+			until = Min(until, now + RECEIVE_LOCKED_RETRY_MS * 1000);
+		wait_sleep(until);
+		now = GetCurrentTimestamp();
+		/* what woke us may lie below this backend's scan hint */
+		rs.queue->full_scan_at = 0;
+	}
+	if (wait > 0)
+		wait_end(rs.queue);
+	if (rs.got > 0)
+		wait_signal_queue(rs.queue, WAKE_ON_ABORT);
 	courier_leave(&call);
+
+	/* a scan from the hint followed by one from the head: restore id order */
+	order = palloc(sizeof(int) * (rs.got + 1));
+	for (int i = 0; i < rs.got; i++)
+		order[i] = i;
+	sort_ids = rs.row_ids;
+	qsort(order, rs.got, sizeof(int), cmp_row_order);
+	for (int i = 0; i < rs.got; i++)
+		tuplestore_puttuple(tupstore, rs.rows[order[i]]);
 	return (Datum) 0;
 }

@@ -94,11 +94,25 @@ check_attributes(Jsonb *attributes)
 	}
 }
 
+/*
+ * A body may have at most max_message_size bytes.  A jsonb body counts as
+ * the smaller of its stored size and its JSON text, so that the limit means
+ * what a user who wrote the JSON expects; the text is only produced when the
+ * stored form is too large.
+ */
 static void
-check_body_size(CourierQueue *queue, Datum body)
+check_body_size(CourierQueue *queue, Datum body, BodyColumn column)
 {
 	Size		size = toast_raw_datum_size(body) - VARHDRSZ;
 
+	if (size > (Size) queue->max_message_size && column == BODY_JSONB)
+	{
+		Jsonb	   *jb = DatumGetJsonbP(body);
+		char	   *json = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
+
+		size = Min(size, strlen(json));
+		pfree(json);
+	}
 	if (size > (Size) queue->max_message_size)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
@@ -147,7 +161,7 @@ courier_send(PG_FUNCTION_ARGS)
 	courier_enter(&call);
 	queue = courier_lookup_queue(name, false);
 	courier_check_privilege(&call, queue, COURIER_PRIV_SEND);
-	check_body_size(queue, PG_GETARG_DATUM(1));
+	check_body_size(queue, PG_GETARG_DATUM(1), column);
 
 	now = GetCurrentTimestamp();
 	values[0] = TimestampTzGetDatum(now);
@@ -169,6 +183,7 @@ courier_send(PG_FUNCTION_ARGS)
 	if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
 		elog(ERROR, "courier.send: unexpected SPI result %s", SPI_result_code_string(ret));
 	msg_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	wait_signal_queue(queue, WAKE_ON_COMMIT);
 
 	courier_leave(&call);
 	PG_RETURN_INT64(msg_id);
@@ -262,7 +277,7 @@ courier_send_batch(PG_FUNCTION_ARGS)
 	queue = courier_lookup_queue(name, false);
 	courier_check_privilege(&call, queue, COURIER_PRIV_SEND);
 	for (int i = 0; i < nbodies; i++)
-		check_body_size(queue, body_values[i]);
+		check_body_size(queue, body_values[i], column);
 
 	if (nbodies == 0)
 	{
@@ -291,6 +306,7 @@ courier_send_batch(PG_FUNCTION_ARGS)
 	ret = SPI_execute_plan(plan, values, nulls, false, 0);
 	if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != (uint64) nbodies)
 		elog(ERROR, "courier.send_batch: unexpected SPI result %s", SPI_result_code_string(ret));
+	wait_signal_queue(queue, WAKE_ON_COMMIT);
 
 	for (int i = 0; i < nbodies; i++)
 	{
