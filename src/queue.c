@@ -76,8 +76,8 @@ courier_create_queue(PG_FUNCTION_ARGS)
 	courier_check_name(VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name));
 	for (int i = 0; i < 6; i++)
 	{
-		values[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
-		isnull[i] = PG_ARGISNULL(i);
+		isnull[i] = (i >= PG_NARGS() || PG_ARGISNULL(i));
+		values[i] = isnull[i] ? (Datum) 0 : PG_GETARG_DATUM(i);
 	}
 	courier_enter(&call);
 	if (courier_lookup_queue(name, true) != NULL)
@@ -110,8 +110,8 @@ courier_alter_queue(PG_FUNCTION_ARGS)
 
 	for (int i = 1; i < 6; i++)
 	{
-		values[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
-		isnull[i] = PG_ARGISNULL(i);
+		isnull[i] = (i >= PG_NARGS() || PG_ARGISNULL(i));
+		values[i] = isnull[i] ? (Datum) 0 : PG_GETARG_DATUM(i);
 	}
 	courier_enter(&call);
 	values[0] = Int32GetDatum(admin_queue(&call, name));

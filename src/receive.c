@@ -324,7 +324,7 @@ courier_receive(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(2))
 		rs.visibility = courier_interval_usecs(PG_GETARG_INTERVAL_P(2), "visibility_timeout",
 											   COURIER_MAX_VISIBILITY_US);
-	if (!PG_ARGISNULL(3))
+	if (PG_NARGS() > 3 && !PG_ARGISNULL(3))
 		wait = courier_interval_usecs(PG_GETARG_INTERVAL_P(3), "wait",
 									  (int64) courier_max_wait_ms * 1000);
 	if (IsolationUsesXactSnapshot())
