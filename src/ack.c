@@ -262,19 +262,23 @@ courier_ack_batch(PG_FUNCTION_ARGS)
 }
 
 /*
- * Sets the lease of the message under receipt to end at now + usecs; with
- * release, also gives the lease up (token 0), so the receipt becomes stale.
+ * Sets the lease of the message under receipt to end at 'until' (or, when
+ * until is 0, after the retry delay of the queue's retry policy); with
+ * release, also gives the lease up (token 0), so the receipt becomes stale,
+ * and records the reason, if any.
  */
 static void
-set_visibility(text *name, const char *receipt, int64 usecs, bool release)
+set_visibility(text *name, const char *receipt, TimestampTz until, bool release, text *reason)
 {
-	static Oid	argtypes[4] = {INT8OID, INT8OID, TIMESTAMPTZOID, INT8OID};
+	static Oid	argtypes[10] = {INT8OID, INT8OID, TIMESTAMPTZOID, INT8OID, TEXTOID,
+	INTERVALOID, BOOLOID, INTERVALOID, BOOLOID, TIMESTAMPTZOID};
 	int64		msg_id;
 	int64		token;
 	CourierCall call;
 	CourierQueue *queue;
 	SPIPlanPtr	plan;
-	Datum		args[4];
+	Datum		args[10];
+	char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	int			ret;
 
 	courier_parse_receipt(receipt, &msg_id, &token);
@@ -285,13 +289,24 @@ set_visibility(text *name, const char *receipt, int64 usecs, bool release)
 	courier_lock_message(msg_id, true);
 	args[0] = Int64GetDatum(msg_id);
 	args[1] = Int64GetDatum(token);
-	args[2] = TimestampTzGetDatum(GetCurrentTimestamp() + usecs);
+	args[2] = TimestampTzGetDatum(until);
+	nulls[2] = until == 0 ? 'n' : ' ';
 	args[3] = Int64GetDatum(release ? 0 : token);
+	args[4] = PointerGetDatum(reason);
+	nulls[4] = reason == NULL ? 'n' : ' ';
+	args[5] = IntervalPGetDatum(&queue->retry_delay);
+	args[6] = BoolGetDatum(queue->retry_exponential);
+	args[7] = IntervalPGetDatum(&queue->retry_max_delay);
+	args[8] = BoolGetDatum(queue->retry_jitter);
+	args[9] = TimestampTzGetDatum(GetCurrentTimestamp());
 	plan = courier_plan(queue, PLAN_SET_VISIBILITY,
-						"UPDATE courier.l_%1$d SET invisible_until = $3, token = $4"
+						"UPDATE courier.l_%1$d l"
+						"   SET invisible_until = COALESCE($3, $10 + "
+						COURIER_RETRY_DELAY_SQL("l.receive_count", "$6", "$7", "$8", "$9") "),"
+						"       token = $4, last_error = COALESCE($5, l.last_error)"
 						" WHERE msg_id = $1 AND token = $2",
-						4, argtypes);
-	ret = SPI_execute_plan(plan, args, NULL, false, 0);
+						10, argtypes);
+	ret = SPI_execute_plan(plan, args, nulls, false, 0);
 	if (ret != SPI_OK_UPDATE)
 		elog(ERROR, "courier.change_visibility: unexpected SPI result %s", SPI_result_code_string(ret));
 	if (SPI_processed != 1)
@@ -317,13 +332,16 @@ courier_change_visibility(PG_FUNCTION_ARGS)
 	courier_arg_notnull(fcinfo, 2, "visibility_timeout");
 	usecs = courier_interval_usecs(PG_GETARG_INTERVAL_P(2), "visibility_timeout",
 								   COURIER_MAX_VISIBILITY_US);
-	set_visibility(name, receipt, usecs, false);
+	set_visibility(name, receipt, GetCurrentTimestamp() + usecs, false, NULL);
 	PG_RETURN_VOID();
 }
 
 /*
- * courier.release(queue_name text, receipt text, delay interval) RETURNS void
- *		Give a held message back: visible again after delay.
+ * courier.release(queue_name text, receipt text, delay interval,
+ *				   reason text) RETURNS void
+ *		Give a held message back: visible again after delay, or when NULL,
+ *		after the queue's retry delay.  The reason is kept with the message
+ *		and goes with it to the dead-letter queue.
  */
 PG_FUNCTION_INFO_V1(courier_release);
 Datum
@@ -331,11 +349,15 @@ courier_release(PG_FUNCTION_ARGS)
 {
 	text	   *name = courier_arg_text(fcinfo, 0, "queue name");
 	char	   *receipt = text_to_cstring(courier_arg_text(fcinfo, 1, "receipt"));
-	int64		usecs;
+	TimestampTz until = 0;
+	text	   *reason = NULL;
 
-	courier_arg_notnull(fcinfo, 2, "delay");
-	usecs = courier_interval_usecs(PG_GETARG_INTERVAL_P(2), "delay", COURIER_MAX_VISIBILITY_US);
-	set_visibility(name, receipt, usecs, true);
+	if (!PG_ARGISNULL(2))
+		until = GetCurrentTimestamp() +
+			courier_interval_usecs(PG_GETARG_INTERVAL_P(2), "delay", COURIER_MAX_VISIBILITY_US);
+	if (PG_NARGS() > 3 && !PG_ARGISNULL(3))
+		reason = PG_GETARG_TEXT_PP(3);
+	set_visibility(name, receipt, until, true, reason);
 	PG_RETURN_VOID();
 }
 

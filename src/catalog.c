@@ -160,8 +160,12 @@ load_queue(CourierQueue *queue)
 
 	values[0] = CStringGetTextDatum(queue->name);
 	ret = SPI_execute_with_args("SELECT queue_id, visibility_timeout, delay, max_message_size,"
-								"       notify"
-								"  FROM courier.queue WHERE queue_name = $1",
+								"       notify, dead_letter_queue_id, max_receives,"
+								"       EXISTS (SELECT FROM courier.queue s"
+								"                WHERE s.dead_letter_queue_id = q.queue_id),"
+								"       retry_delay, retry_backoff = 'exponential', retry_max_delay,"
+								"       retry_jitter"
+								"  FROM courier.queue q WHERE queue_name = $1",
 								1, argtypes, values, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(ret));
@@ -178,6 +182,17 @@ load_queue(CourierQueue *queue)
 	queue->delay = interval_to_usecs(DatumGetIntervalP(SPI_getbinval(tuple, tupdesc, 3, &isnull)));
 	queue->max_message_size = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 4, &isnull));
 	queue->notify = DatumGetBool(SPI_getbinval(tuple, tupdesc, 5, &isnull));
+	queue->dead_letter_queue_id = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 6, &isnull));
+	if (isnull)
+		queue->dead_letter_queue_id = 0;
+	queue->max_receives = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 7, &isnull));
+	if (isnull)
+		queue->max_receives = PG_INT32_MAX;
+	queue->is_dead_letter_queue = DatumGetBool(SPI_getbinval(tuple, tupdesc, 8, &isnull));
+	queue->retry_delay = *DatumGetIntervalP(SPI_getbinval(tuple, tupdesc, 9, &isnull));
+	queue->retry_exponential = DatumGetBool(SPI_getbinval(tuple, tupdesc, 10, &isnull));
+	queue->retry_max_delay = *DatumGetIntervalP(SPI_getbinval(tuple, tupdesc, 11, &isnull));
+	queue->retry_jitter = DatumGetBool(SPI_getbinval(tuple, tupdesc, 12, &isnull));
 
 	argtypes[0] = INT4OID;
 	values[0] = Int32GetDatum(queue->queue_id);
@@ -318,8 +333,9 @@ courier_check_privilege(CourierCall *call, CourierQueue *queue, int privilege)
  * courier_plan
  *		The queue's prepared plan 'which', prepared from sql_format on first use.
  *
- * sql_format names the message table as courier.q_%1$d and the lease table
- * as courier.l_%1$d.
+ * sql_format names the message table as courier.q_%1$d, the lease table
+ * as courier.l_%1$d, and the dead-letter queue's message table as
+ * courier.q_%2$d.
  */
 SPIPlanPtr
 courier_plan(CourierQueue *queue, CourierPlan which, const char *sql_format,
@@ -327,7 +343,7 @@ courier_plan(CourierQueue *queue, CourierPlan which, const char *sql_format,
 {
 	if (queue->plans[which] == NULL)
 	{
-		char	   *sql = psprintf(sql_format, queue->queue_id);
+		char	   *sql = psprintf(sql_format, queue->queue_id, queue->dead_letter_queue_id);
 		SPIPlanPtr	plan;
 
 		/*

@@ -39,6 +39,17 @@
 /* receive.c: how often a backend's receive scans a queue from its head */
 #define COURIER_RESCAN_US			USECS_PER_SEC
 
+/*
+ * SQL for the retry delay of delivery number c under a queue's retry
+ * policy, given as parameters: fixed, or doubling per delivery up to
+ * max_delay; with jitter, a random 50-100% of it.
+ */
+#define COURIER_RETRY_DELAY_SQL(c, delay, exponential, max_delay, jitter) \
+	"(CASE WHEN " delay " = '0'::pg_catalog.interval THEN '0'::pg_catalog.interval" \
+	" ELSE (CASE WHEN " exponential " THEN LEAST(" max_delay ", " delay \
+	" * pg_catalog.power(2::float8, LEAST((" c ") - 1, 30)::float8)) ELSE " delay " END)" \
+	" * (CASE WHEN " jitter " THEN 0.5 + 0.5 * pg_catalog.random() ELSE 1.0::float8 END) END)"
+
 /* Cached prepared plans of one queue, prepared on first use. */
 typedef enum CourierPlan
 {
@@ -50,6 +61,7 @@ typedef enum CourierPlan
 	PLAN_ACK_BATCH,
 	PLAN_SET_VISIBILITY,
 	PLAN_NEXT_VISIBLE,
+	PLAN_DEAD_LETTER,
 	NUM_COURIER_PLANS
 } CourierPlan;
 
@@ -71,6 +83,13 @@ typedef struct CourierQueue
 	CourierGrant *grants;				/* in CacheMemoryContext */
 	SPIPlanPtr	plans[NUM_COURIER_PLANS];
 	bool		notify;					/* NOTIFY courier_<queue_id> on commit of a send */
+	int32		dead_letter_queue_id;	/* 0: no redrive policy */
+	int32		max_receives;			/* PG_INT32_MAX: no redrive policy */
+	bool		is_dead_letter_queue;	/* some queue's dead-letter queue */
+	Interval	retry_delay;
+	bool		retry_exponential;
+	Interval	retry_max_delay;
+	bool		retry_jitter;
 	int64		scan_hint;			/* receive.c: where the next scan may start */
 	TimestampTz full_scan_at;		/* receive.c: when a scan last started at 0 */
 } CourierQueue;
@@ -102,6 +121,8 @@ extern void courier_relcache_callback(Datum arg, Oid relid);
 #define WAKE_ON_COMMIT	0x01
 #define WAKE_ON_ABORT	0x02
 extern void wait_signal_queue(CourierQueue *queue, int events);
+extern void wait_signal_queue_id(int32 queue_id, bool notify, int events);
+extern bool wait_enter_dead_letter_queue(CourierQueue *queue);
 extern char *wait_channel_name(int32 queue_id);
 extern void wait_xact_callback(XactEvent event, void *arg);
 extern void wait_subxact_callback(SubXactEvent event, SubTransactionId mySubid,

@@ -30,7 +30,20 @@ CREATE TABLE courier.queue (
 	retention			interval NOT NULL,
 	max_message_size	integer NOT NULL,
 	notify				boolean NOT NULL DEFAULT false,
-	created_at			timestamptz NOT NULL DEFAULT pg_catalog.now()
+	-- redrive policy: after max_receives deliveries a message moves to the dead-letter queue
+	dead_letter_queue_id integer REFERENCES courier.queue,
+	max_receives		integer,
+	-- retry policy: extra delay before a message released without a delay, or whose lease
+	-- expired, is delivered again
+	retry_delay			interval NOT NULL DEFAULT '0',
+	retry_backoff		text NOT NULL DEFAULT 'fixed' CHECK (retry_backoff IN ('fixed', 'exponential')),
+	retry_max_delay		interval NOT NULL DEFAULT '15 minutes',
+	retry_jitter		boolean NOT NULL DEFAULT false,
+	-- leases in a logged table: receive counts survive crashes, at one WAL flush per receive
+	durable_leases		boolean NOT NULL DEFAULT false,
+	created_at			timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	CHECK ((dead_letter_queue_id IS NULL) = (max_receives IS NULL)),
+	CHECK (dead_letter_queue_id <> queue_id)
 );
 
 CREATE TABLE courier.queue_grant (
@@ -76,9 +89,25 @@ BEGIN
 END $$;
 
 CREATE FUNCTION courier._check_settings(visibility_timeout interval, delay interval,
-										retention interval, max_message_size integer)
+										retention interval, max_message_size integer,
+										notify boolean, retry_delay interval,
+										retry_backoff text, retry_max_delay interval,
+										retry_jitter boolean, durable_leases boolean)
 RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+	IF notify IS NULL OR retry_backoff IS NULL OR retry_jitter IS NULL OR durable_leases IS NULL THEN
+		RAISE EXCEPTION '% must not be null',
+			CASE WHEN notify IS NULL THEN 'notify' WHEN retry_backoff IS NULL THEN 'retry_backoff'
+				 WHEN retry_jitter IS NULL THEN 'retry_jitter' ELSE 'durable_leases' END
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF retry_backoff NOT IN ('fixed', 'exponential') THEN
+		RAISE EXCEPTION 'unrecognized retry_backoff "%"', retry_backoff
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Valid values are fixed and exponential.';
+	END IF;
+	PERFORM courier._check_interval('retry_delay', retry_delay, '12 hours', '0', '12 hours');
+	PERFORM courier._check_interval('retry_max_delay', retry_max_delay, '12 hours', '0', '12 hours');
 	PERFORM courier._check_interval('visibility_timeout', visibility_timeout, '12 hours',
 									'0', '12 hours');
 	PERFORM courier._check_interval('delay', delay, '15 minutes', '0', '15 minutes');
@@ -93,24 +122,88 @@ BEGIN
 	END IF;
 END $$;
 
+/*
+ * Sets (or, with max_receives 0, removes) the redrive policy of queue qid.
+ * NULL for both leaves it as it is.  Refuses unknown queues, a queue as its
+ * own dead-letter queue, and cycles.
+ */
+CREATE FUNCTION courier._set_redrive_policy(qid integer, dead_letter_queue text,
+											max_receives integer)
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	dlq integer;
+	hop integer;
+	hops integer := 0;
+BEGIN
+	IF dead_letter_queue IS NULL AND max_receives IS NULL THEN
+		RETURN;
+	END IF;
+	IF max_receives = 0 AND dead_letter_queue IS NULL THEN
+		UPDATE courier.queue SET dead_letter_queue_id = NULL, max_receives = NULL
+		 WHERE queue_id = qid;
+		RETURN;
+	END IF;
+	IF dead_letter_queue IS NULL OR max_receives IS NULL THEN
+		RAISE EXCEPTION 'a redrive policy needs both dead_letter_queue and max_receives'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Pass max_receives => 0 alone to remove a redrive policy.';
+	END IF;
+	IF max_receives < 1 OR max_receives > 1000 THEN
+		RAISE EXCEPTION 'max_receives must be between 1 and 1000'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	SELECT q.queue_id INTO dlq FROM courier.queue q WHERE q.queue_name = dead_letter_queue;
+	IF dlq IS NULL THEN
+		RAISE EXCEPTION 'dead-letter queue "%" does not exist', dead_letter_queue
+			USING ERRCODE = 'undefined_object';
+	END IF;
+	IF dlq = qid THEN
+		RAISE EXCEPTION 'a queue cannot be its own dead-letter queue'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	/* follow the chain from the new dead-letter queue: it must not lead back */
+	hop := dlq;
+	WHILE hop IS NOT NULL AND hops <= 1000 LOOP
+		SELECT q.dead_letter_queue_id INTO hop FROM courier.queue q WHERE q.queue_id = hop;
+		IF hop = qid THEN
+			RAISE EXCEPTION 'dead-letter queue "%" would make a cycle', dead_letter_queue
+				USING ERRCODE = 'invalid_parameter_value',
+					  DETAIL = 'Messages moved to it would be moved back to this queue in the end.';
+		END IF;
+		hops := hops + 1;
+	END LOOP;
+	UPDATE courier.queue SET dead_letter_queue_id = dlq, max_receives = _set_redrive_policy.max_receives
+	 WHERE queue_id = qid;
+END $$;
+
 CREATE FUNCTION courier._create_queue(queue_name text, visibility_timeout interval,
 									  delay interval, retention interval,
-									  max_message_size integer, notify boolean, creator regrole)
+									  max_message_size integer, notify boolean,
+									  dead_letter_queue text, max_receives integer,
+									  retry_delay interval, retry_backoff text,
+									  retry_max_delay interval, retry_jitter boolean,
+									  durable_leases boolean, creator regrole)
 RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
 	qid integer;
 BEGIN
-	PERFORM courier._check_settings(visibility_timeout, delay, retention, max_message_size);
-	IF notify IS NULL THEN
-		RAISE EXCEPTION 'notify must not be null' USING ERRCODE = 'null_value_not_allowed';
+	PERFORM courier._check_settings(visibility_timeout, delay, retention, max_message_size,
+									notify, retry_delay, retry_backoff, retry_max_delay,
+									retry_jitter, durable_leases);
+	IF max_receives = 0 THEN
+		RAISE EXCEPTION 'max_receives must be between 1 and 1000'
+			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
 	IF EXISTS (SELECT 1 FROM courier.queue q WHERE q.queue_name = _create_queue.queue_name) THEN
 		RAISE EXCEPTION 'queue "%" already exists', queue_name USING ERRCODE = 'duplicate_object';
 	END IF;
 	INSERT INTO courier.queue (queue_name, visibility_timeout, delay, retention, max_message_size,
-							   notify)
-		VALUES (queue_name, visibility_timeout, delay, retention, max_message_size, notify)
+							   notify, retry_delay, retry_backoff, retry_max_delay, retry_jitter,
+							   durable_leases)
+		VALUES (queue_name, visibility_timeout, delay, retention, max_message_size, notify,
+				retry_delay, retry_backoff, retry_max_delay, retry_jitter, durable_leases)
 		RETURNING queue_id INTO qid;
+	PERFORM courier._set_redrive_policy(qid, dead_letter_queue, max_receives);
 	/*
 	 * Messages are only inserted and deleted, never updated: fillfactor 100.
 	 * Vacuum early and often so that acknowledged rows do not pile up at the
@@ -124,7 +217,8 @@ BEGIN
 			body		jsonb,
 			body_text	text,
 			body_bytes	bytea,
-			attributes	jsonb
+			attributes	jsonb,
+			dead_letter	jsonb		-- set when moved here as a dead letter
 		) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 2000,
 				autovacuum_vacuum_insert_scale_factor = 0.05,
 				autovacuum_vacuum_cost_delay = 0)$ddl$, 'q_' || qid);
@@ -138,10 +232,15 @@ BEGIN
 			token				bigint NOT NULL,
 			invisible_until		timestamptz NOT NULL,
 			receive_count		integer NOT NULL,
-			first_received_at	timestamptz NOT NULL
+			first_received_at	timestamptz NOT NULL,
+			last_received_at	timestamptz NOT NULL,
+			last_error			text		-- the reason given by the last release
 		) WITH (fillfactor = 70, autovacuum_vacuum_scale_factor = 0,
 				autovacuum_vacuum_threshold = 1000, autovacuum_vacuum_cost_delay = 0)$ddl$,
 		'l_' || qid);
+	IF durable_leases THEN
+		EXECUTE format('ALTER TABLE courier.%I SET LOGGED', 'l_' || qid);
+	END IF;
 	EXECUTE format('REVOKE ALL ON courier.%I, courier.%I FROM PUBLIC', 'q_' || qid, 'l_' || qid);
 	IF creator IS NOT NULL THEN
 		PERFORM courier._grant(qid, creator, 'admin');
@@ -149,26 +248,60 @@ BEGIN
 END $$;
 
 CREATE FUNCTION courier._alter_queue(qid integer, visibility_timeout interval, delay interval,
-									 retention interval, max_message_size integer, notify boolean)
+									 retention interval, max_message_size integer,
+									 notify boolean, dead_letter_queue text,
+									 max_receives integer, retry_delay interval,
+									 retry_backoff text, retry_max_delay interval,
+									 retry_jitter boolean, durable_leases boolean)
 RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
 	q courier.queue;
+	was_durable boolean;
 BEGIN
 	SELECT * INTO STRICT q FROM courier.queue WHERE queue_id = qid FOR UPDATE;
+	was_durable := q.durable_leases;
 	q.visibility_timeout := coalesce(visibility_timeout, q.visibility_timeout);
 	q.delay := coalesce(delay, q.delay);
 	q.retention := coalesce(retention, q.retention);
 	q.max_message_size := coalesce(max_message_size, q.max_message_size);
 	q.notify := coalesce(notify, q.notify);
-	PERFORM courier._check_settings(q.visibility_timeout, q.delay, q.retention, q.max_message_size);
+	q.retry_delay := coalesce(retry_delay, q.retry_delay);
+	q.retry_backoff := coalesce(retry_backoff, q.retry_backoff);
+	q.retry_max_delay := coalesce(retry_max_delay, q.retry_max_delay);
+	q.retry_jitter := coalesce(retry_jitter, q.retry_jitter);
+	q.durable_leases := coalesce(durable_leases, q.durable_leases);
+	PERFORM courier._check_settings(q.visibility_timeout, q.delay, q.retention, q.max_message_size,
+									q.notify, q.retry_delay, q.retry_backoff, q.retry_max_delay,
+									q.retry_jitter, q.durable_leases);
 	UPDATE courier.queue SET visibility_timeout = q.visibility_timeout, delay = q.delay,
-		retention = q.retention, max_message_size = q.max_message_size, notify = q.notify
+		retention = q.retention, max_message_size = q.max_message_size, notify = q.notify,
+		retry_delay = q.retry_delay, retry_backoff = q.retry_backoff,
+		retry_max_delay = q.retry_max_delay, retry_jitter = q.retry_jitter,
+		durable_leases = q.durable_leases
 	 WHERE queue_id = qid;
+	PERFORM courier._set_redrive_policy(qid, dead_letter_queue, max_receives);
+	IF q.durable_leases <> was_durable THEN
+		EXECUTE format('ALTER TABLE courier.%I SET %s', 'l_' || qid,
+					   CASE WHEN q.durable_leases THEN 'LOGGED' ELSE 'UNLOGGED' END);
+	END IF;
 END $$;
 
-CREATE FUNCTION courier._drop_queue(qid integer)
+CREATE FUNCTION courier._drop_queue(qid integer, force boolean)
 RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	sources text;
 BEGIN
+	SELECT pg_catalog.string_agg(pg_catalog.quote_literal(q.queue_name), ', ' ORDER BY q.queue_name)
+	  INTO sources FROM courier.queue q WHERE q.dead_letter_queue_id = qid;
+	IF sources IS NOT NULL THEN
+		IF NOT force THEN
+			RAISE EXCEPTION 'queue is the dead-letter queue of %', sources
+				USING ERRCODE = 'dependent_objects_still_exist',
+					  HINT = 'Remove their redrive policies first, or drop with force => true, which removes them.';
+		END IF;
+		UPDATE courier.queue SET dead_letter_queue_id = NULL, max_receives = NULL
+		 WHERE dead_letter_queue_id = qid;
+	END IF;
 	EXECUTE format('DROP TABLE courier.%I, courier.%I', 'q_' || qid, 'l_' || qid);
 	DELETE FROM courier.queue WHERE queue_id = qid;
 END $$;
@@ -202,11 +335,12 @@ RETURNS text[] LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 			'courier.ack(text, text)',
 			'courier.ack_batch(text, text[])',
 			'courier.change_visibility(text, text, interval)',
-			'courier.release(text, text, interval)'] ELSE '{}' END
+			'courier.release(text, text, interval, text)'] ELSE '{}' END
 		|| CASE WHEN privilege = 'admin' THEN ARRAY[
-			'courier.alter_queue(text, interval, interval, interval, integer, boolean)',
-			'courier.drop_queue(text)',
+			'courier.alter_queue(text, interval, interval, interval, integer, boolean, text, integer, interval, text, interval, boolean, boolean)',
+			'courier.drop_queue(text, boolean)',
 			'courier.purge_queue(text)',
+			'courier.redrive(text, text, integer)',
 			'courier.grant(text, regrole, text)',
 			'courier.revoke(text, regrole, text)'] ELSE '{}' END
 $$;
@@ -247,10 +381,14 @@ BEGIN
 END $$;
 
 REVOKE ALL ON FUNCTION courier._check_interval(text, interval, interval, text, text, interval),
-	courier._check_settings(interval, interval, interval, integer),
-	courier._create_queue(text, interval, interval, interval, integer, boolean, regrole),
-	courier._alter_queue(integer, interval, interval, interval, integer, boolean),
-	courier._drop_queue(integer), courier._purge_queue(integer),
+	courier._check_settings(interval, interval, interval, integer, boolean, interval, text,
+		interval, boolean, boolean),
+	courier._create_queue(text, interval, interval, interval, integer, boolean, text, integer,
+		interval, text, interval, boolean, boolean, regrole),
+	courier._set_redrive_policy(integer, text, integer),
+	courier._alter_queue(integer, interval, interval, interval, integer, boolean, text, integer,
+		interval, text, interval, boolean, boolean),
+	courier._drop_queue(integer, boolean), courier._purge_queue(integer),
 	courier._privilege_functions(text),
 	courier._grant(integer, regrole, text), courier._revoke(integer, regrole, text),
 	courier._invalidate_cache()
@@ -265,7 +403,14 @@ CREATE FUNCTION courier.create_queue(queue_name text,
 	delay interval DEFAULT '0',
 	retention interval DEFAULT '4 days',
 	max_message_size integer DEFAULT 262144,
-	notify boolean DEFAULT false)
+	notify boolean DEFAULT false,
+	dead_letter_queue text DEFAULT NULL,
+	max_receives integer DEFAULT NULL,
+	retry_delay interval DEFAULT '0',
+	retry_backoff text DEFAULT 'fixed',
+	retry_max_delay interval DEFAULT '15 minutes',
+	retry_jitter boolean DEFAULT false,
+	durable_leases boolean DEFAULT false)
 RETURNS void AS 'MODULE_PATHNAME', 'courier_create_queue' LANGUAGE C;
 
 CREATE FUNCTION courier.alter_queue(queue_name text,
@@ -273,10 +418,17 @@ CREATE FUNCTION courier.alter_queue(queue_name text,
 	delay interval DEFAULT NULL,
 	retention interval DEFAULT NULL,
 	max_message_size integer DEFAULT NULL,
-	notify boolean DEFAULT NULL)
+	notify boolean DEFAULT NULL,
+	dead_letter_queue text DEFAULT NULL,
+	max_receives integer DEFAULT NULL,
+	retry_delay interval DEFAULT NULL,
+	retry_backoff text DEFAULT NULL,
+	retry_max_delay interval DEFAULT NULL,
+	retry_jitter boolean DEFAULT NULL,
+	durable_leases boolean DEFAULT NULL)
 RETURNS void AS 'MODULE_PATHNAME', 'courier_alter_queue' LANGUAGE C;
 
-CREATE FUNCTION courier.drop_queue(queue_name text)
+CREATE FUNCTION courier.drop_queue(queue_name text, force boolean DEFAULT false)
 RETURNS void AS 'MODULE_PATHNAME', 'courier_drop_queue' LANGUAGE C;
 
 CREATE FUNCTION courier.purge_queue(queue_name text)
@@ -316,7 +468,8 @@ RETURNS bigint[] AS 'MODULE_PATHNAME', 'courier_send_batch' LANGUAGE C;
 CREATE FUNCTION courier.receive(queue_name text, max_messages integer DEFAULT 1,
 	visibility_timeout interval DEFAULT NULL, wait interval DEFAULT NULL)
 RETURNS TABLE (msg_id bigint, receipt text, body jsonb, body_text text, body_bytes bytea,
-			   attributes jsonb, sent_at timestamptz, receive_count integer)
+			   attributes jsonb, sent_at timestamptz, receive_count integer,
+			   dead_letter jsonb)
 AS 'MODULE_PATHNAME', 'courier_receive' LANGUAGE C ROWS 10;
 
 /* Acknowledging and leases (C: src/ack.c) */
@@ -327,7 +480,8 @@ RETURNS integer AS 'MODULE_PATHNAME', 'courier_ack_batch' LANGUAGE C;
 CREATE FUNCTION courier.change_visibility(queue_name text, receipt text,
 	visibility_timeout interval)
 RETURNS void AS 'MODULE_PATHNAME', 'courier_change_visibility' LANGUAGE C;
-CREATE FUNCTION courier.release(queue_name text, receipt text, delay interval DEFAULT '0')
+CREATE FUNCTION courier.release(queue_name text, receipt text, delay interval DEFAULT NULL,
+	reason text DEFAULT NULL)
 RETURNS void AS 'MODULE_PATHNAME', 'courier_release' LANGUAGE C;
 
 /* Takes the message lock of a message without waiting (C: src/ack.c). */
@@ -400,6 +554,91 @@ BEGIN
 	RETURN total;
 END $$;
 
+/* Wakes the waiters of a queue at commit (C: src/wait.c). */
+CREATE FUNCTION courier._signal_queue(queue_id integer, notify boolean)
+RETURNS void AS 'MODULE_PATHNAME', 'courier__signal_queue' LANGUAGE C STRICT;
+/* Keeps receivers off a dead-letter queue until commit, waiting for those in progress (C: src/wait.c). */
+CREATE FUNCTION courier._lock_for_redrive(queue_id integer)
+RETURNS void AS 'MODULE_PATHNAME', 'courier__lock_for_redrive' LANGUAGE C STRICT;
+REVOKE ALL ON FUNCTION courier._signal_queue(integer, boolean), courier._lock_for_redrive(integer)
+	FROM PUBLIC;
+
+/*
+ * courier._redrive(dlq, target, max_messages): moves messages of dead-letter
+ * queue dlq back to target (NULL: each to the queue it came from), in id
+ * order, which is the order they were first sent in (a message keeps its id
+ * through dead-lettering and redrive).  Returns how many moved.
+ *
+ * One transaction: interrupted, it moves nothing.  Receivers of the
+ * dead-letter queue are kept off it meanwhile (they find it empty) and
+ * those in progress are waited for, so a message is never both delivered
+ * from the dead-letter queue and moved; messages leased at the start stay.
+ * Messages whose queue of origin no longer exists stay too.
+ */
+CREATE FUNCTION courier._redrive(dlq integer, target integer, max_messages integer)
+RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	last bigint := 0;
+	batch bigint[];
+	dest integer;
+	moved bigint;
+	total bigint := 0;
+	want integer;
+BEGIN
+	IF max_messages IS NOT NULL AND max_messages < 1 THEN
+		RAISE EXCEPTION 'max_messages must be at least 1' USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	PERFORM courier._lock_for_redrive(dlq);
+	LOOP
+		want := CASE WHEN max_messages IS NULL THEN 10000
+					 ELSE LEAST(10000, max_messages - total) END;
+		EXIT WHEN want <= 0;
+		EXECUTE format($sql$
+			SELECT pg_catalog.array_agg(m.msg_id ORDER BY m.msg_id) FROM (
+				SELECT m.msg_id FROM courier.%1$I m
+				 WHERE m.msg_id > $1
+				   AND NOT EXISTS (SELECT FROM courier.%2$I l
+									WHERE l.msg_id = m.msg_id
+									  AND l.invisible_until > pg_catalog.clock_timestamp())
+				   AND (m.dead_letter IS NOT NULL OR $3 IS NOT NULL)
+				 ORDER BY m.msg_id LIMIT $2) m$sql$,
+			'q_' || dlq, 'l_' || dlq) INTO batch USING last, want, target;
+		EXIT WHEN batch IS NULL;
+		last := batch[pg_catalog.cardinality(batch)];
+		FOR dest IN
+			EXECUTE format($sql$
+				SELECT DISTINCT COALESCE($2, (m.dead_letter->>'queue_id')::integer)
+				  FROM courier.%I m WHERE m.msg_id = ANY ($1)$sql$, 'q_' || dlq)
+				USING batch, target
+		LOOP
+			CONTINUE WHEN NOT EXISTS (SELECT FROM courier.queue q WHERE q.queue_id = dest);
+			EXECUTE format($sql$
+				WITH gone AS (
+					DELETE FROM courier.%1$I m
+					 WHERE m.msg_id = ANY ($1)
+					   AND COALESCE($2, (m.dead_letter->>'queue_id')::integer) = $3
+					RETURNING m.*),
+				leases AS (
+					DELETE FROM courier.%2$I l USING gone WHERE l.msg_id = gone.msg_id)
+				INSERT INTO courier.%3$I (msg_id, sent_at, visible_at, body, body_text, body_bytes,
+										  attributes)
+				SELECT msg_id, sent_at, pg_catalog.clock_timestamp(), body, body_text, body_bytes,
+					   attributes
+				  FROM gone ORDER BY msg_id$sql$,
+				'q_' || dlq, 'l_' || dlq, 'q_' || dest) USING batch, target, dest;
+			GET DIAGNOSTICS moved = ROW_COUNT;
+			total := total + moved;
+			PERFORM courier._signal_queue(dest, q.notify) FROM courier.queue q WHERE q.queue_id = dest;
+		END LOOP;
+	END LOOP;
+	RETURN total;
+END $$;
+REVOKE ALL ON FUNCTION courier._redrive(integer, integer, integer) FROM PUBLIC;
+
+CREATE FUNCTION courier.redrive(dead_letter_queue text, to_queue text DEFAULT NULL,
+	max_messages integer DEFAULT NULL)
+RETURNS bigint AS 'MODULE_PATHNAME', 'courier_redrive' LANGUAGE C;
+
 /*
  * Counts for the courier.queues view.  Runs as the owner; the view shows a
  * queue only to roles with a privilege on it.
@@ -431,9 +670,15 @@ END $$;
 
 CREATE VIEW courier.queues AS
 SELECT q.queue_name, q.visibility_timeout, q.delay, q.retention, q.max_message_size,
-	   q.notify, 'courier_' || q.queue_id AS notify_channel, q.created_at, s.depth, s.visible, s.in_flight, s.delayed,
+	   q.notify, 'courier_' || q.queue_id AS notify_channel,
+	   d.queue_name AS dead_letter_queue, q.max_receives, ds.depth AS dead_letter_depth,
+	   q.retry_delay, q.retry_backoff, q.retry_max_delay, q.retry_jitter, q.durable_leases,
+	   q.created_at, s.depth, s.visible, s.in_flight, s.delayed,
 	   pg_catalog.clock_timestamp() - s.oldest_sent_at AS oldest_message_age
-  FROM courier.queue q JOIN courier._queue_stats() s USING (queue_id)
+  FROM courier.queue q
+  JOIN courier._queue_stats() s ON s.queue_id = q.queue_id
+  LEFT JOIN courier.queue d ON d.queue_id = q.dead_letter_queue_id
+  LEFT JOIN courier._queue_stats() ds ON ds.queue_id = q.dead_letter_queue_id
  WHERE courier.has_queue_privilege(q.queue_name, 'receive')
 	OR courier.has_queue_privilege(q.queue_name, 'send');
 

@@ -53,7 +53,7 @@
 
 #include "courier.h"
 
-#define RECEIVE_COLUMNS 8
+#define RECEIVE_COLUMNS 9
 
 static Datum
 detoast_if_external(Datum value)
@@ -95,6 +95,59 @@ typedef struct ReceiveState
 } ReceiveState;
 
 /*
+ * Moves those of the given locked messages that were delivered max_receives
+ * times, and whose last lease has ended, to the queue's dead-letter queue,
+ * atomically: same id, body, attributes and send time, plus where and how
+ * often it was delivered and the reason its last release gave.
+ */
+static void
+dead_letter(CourierQueue *queue, int64 *ids, int nids, TimestampTz now)
+{
+	static Oid	argtypes[5] = {INT8ARRAYOID, TIMESTAMPTZOID, INT4OID, TEXTOID, INT4OID};
+	Datum		args[5];
+	Datum	   *id_datums = palloc(sizeof(Datum) * nids);
+	SPIPlanPtr	plan;
+	int			ret;
+
+	for (int i = 0; i < nids; i++)
+		id_datums[i] = Int64GetDatum(ids[i]);
+	args[0] = PointerGetDatum(construct_array(id_datums, nids, INT8OID, 8,
+											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[1] = TimestampTzGetDatum(now);
+	args[2] = Int32GetDatum(queue->max_receives);
+	args[3] = CStringGetTextDatum(queue->name);
+	args[4] = Int32GetDatum(queue->queue_id);
+	plan = courier_plan(queue, PLAN_DEAD_LETTER,
+						"WITH dead AS ("
+						" DELETE FROM courier.l_%1$d l"
+						"  WHERE l.msg_id = ANY ($1) AND l.invisible_until <= $2"
+						"    AND l.receive_count >= $3"
+						" RETURNING l.msg_id, l.receive_count, l.first_received_at,"
+						"           l.last_received_at, l.last_error),"
+						" moved AS ("
+						" DELETE FROM courier.q_%1$d m USING dead WHERE m.msg_id = dead.msg_id"
+						" RETURNING m.msg_id, m.sent_at, m.body, m.body_text, m.body_bytes,"
+						"           m.attributes, dead.receive_count, dead.first_received_at,"
+						"           dead.last_received_at, dead.last_error)"
+						" INSERT INTO courier.q_%2$d"
+						"  (msg_id, sent_at, visible_at, body, body_text, body_bytes, attributes,"
+						"   dead_letter)"
+						" SELECT msg_id, sent_at, $2, body, body_text, body_bytes, attributes,"
+						"        pg_catalog.jsonb_build_object('queue', $4, 'queue_id', $5,"
+						"          'receive_count', receive_count,"
+						"          'first_received_at', first_received_at,"
+						"          'last_received_at', last_received_at,"
+						"          'reason', last_error, 'dead_lettered_at', $2)"
+						"   FROM moved ORDER BY msg_id",
+						5, argtypes);
+	ret = SPI_execute_plan(plan, args, NULL, false, 0);
+	if (ret != SPI_OK_INSERT)
+		elog(ERROR, "courier.receive: unexpected SPI result %s", SPI_result_code_string(ret));
+	if (SPI_processed > 0)
+		wait_signal_queue_id(queue->dead_letter_queue_id, false, WAKE_ON_COMMIT);
+}
+
+/*
  * Leases up to max_messages - got messages visible at 'now' into the result;
  * see the file header for the steps and the scan start.
  */
@@ -102,7 +155,8 @@ static void
 receive_rounds(ReceiveState *rs, TimestampTz now)
 {
 	static Oid	candidate_types[4] = {INT8OID, TIMESTAMPTZOID, INT8OID, INT8OID};
-	static Oid	lease_types[4] = {INT8ARRAYOID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+	static Oid	lease_types[9] = {INT8ARRAYOID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID,
+	INTERVALOID, BOOLOID, INTERVALOID, BOOLOID};
 	CourierQueue *queue = rs->queue;
 	int			max_messages = rs->max_messages;
 	int64	   *locked = rs->locked;
@@ -113,7 +167,7 @@ receive_rounds(ReceiveState *rs, TimestampTz now)
 	int64		end = PG_INT64_MAX;
 	int64		start;
 	SPIPlanPtr	plan;
-	Datum		args[4];
+	Datum		args[9];
 	int			ret;
 
 	/*
@@ -131,6 +185,7 @@ receive_rounds(ReceiveState *rs, TimestampTz now)
 	{
 		int			nlocked = 0;
 		int			next_locked = 0;
+		int			nunleased = 0;
 
 		if (rs->got == max_messages)
 			break;
@@ -196,22 +251,40 @@ receive_rounds(ReceiveState *rs, TimestampTz now)
 		args[1] = Int64GetDatum((int64) token);
 		args[2] = TimestampTzGetDatum(now + rs->visibility);
 		args[3] = TimestampTzGetDatum(now);
+		args[4] = Int32GetDatum(queue->max_receives);
+		args[5] = IntervalPGetDatum(&queue->retry_delay);
+		args[6] = BoolGetDatum(queue->retry_exponential);
+		args[7] = IntervalPGetDatum(&queue->retry_max_delay);
+		args[8] = BoolGetDatum(queue->retry_jitter);
+
+		/*
+		 * A lease is (re)granted only while the message has been delivered
+		 * fewer than max_receives times; a lease's end includes the retry
+		 * delay its delivery number earns, so an expired lease makes the
+		 * message visible again only after that delay.
+		 */
 		plan = courier_plan(queue, PLAN_LEASE,
 							"WITH leased AS ("
 							" INSERT INTO courier.l_%1$d AS l"
-							"  (msg_id, token, invisible_until, receive_count, first_received_at)"
-							" SELECT m.msg_id, $2, $3, 1, $4 FROM courier.q_%1$d m"
+							"  (msg_id, token, invisible_until, receive_count, first_received_at,"
+							"   last_received_at)"
+							" SELECT m.msg_id, $2,"
+							"        $3 + " COURIER_RETRY_DELAY_SQL("1", "$6", "$7", "$8", "$9") ","
+							"        1, $4, $4"
+							"   FROM courier.q_%1$d m"
 							"  WHERE m.msg_id = ANY ($1)"
 							" ON CONFLICT (msg_id) DO UPDATE"
-							"   SET token = excluded.token, invisible_until = excluded.invisible_until,"
-							"       receive_count = l.receive_count + 1"
-							"  WHERE l.invisible_until <= $4"
+							"   SET token = excluded.token,"
+							"       invisible_until = $3 + "
+							COURIER_RETRY_DELAY_SQL("l.receive_count + 1", "$6", "$7", "$8", "$9") ","
+							"       receive_count = l.receive_count + 1, last_received_at = $4"
+							"  WHERE l.invisible_until <= $4 AND l.receive_count < $5"
 							" RETURNING l.msg_id, l.receive_count)"
 							" SELECT m.msg_id, m.body, m.body_text, m.body_bytes, m.attributes,"
-							"        m.sent_at, leased.receive_count"
+							"        m.sent_at, leased.receive_count, m.dead_letter"
 							"   FROM leased JOIN courier.q_%1$d m ON m.msg_id = leased.msg_id"
 							"  ORDER BY m.msg_id",
-							4, lease_types);
+							9, lease_types);
 		ret = SPI_execute_plan(plan, args, NULL, false, 0);
 		if (ret != SPI_OK_SELECT)
 			elog(ERROR, "courier.receive: unexpected SPI result %s", SPI_result_code_string(ret));
@@ -230,10 +303,10 @@ receive_rounds(ReceiveState *rs, TimestampTz now)
 			values[1] = CStringGetTextDatum(psprintf("%llx.%016llx", (unsigned long long) msg_id,
 													 (unsigned long long) token));
 			nulls[1] = false;
-			for (int c = 2; c <= 7; c++)
+			for (int c = 2; c <= 8; c++)
 			{
 				values[c] = SPI_getbinval(tuple, desc, c, &nulls[c]);
-				if (!nulls[c] && c <= 5)
+				if (!nulls[c] && (c <= 5 || c == 8))
 					values[c] = detoast_if_external(values[c]);
 			}
 			oldcontext = MemoryContextSwitchTo(rs->row_context);
@@ -244,15 +317,25 @@ receive_rounds(ReceiveState *rs, TimestampTz now)
 			if (msg_id > queue->scan_hint)
 				queue->scan_hint = msg_id;
 
-			/* both lists are in id order: unlock the ones skipped in between */
+			/* both lists are in id order: keep the ones not leased for later */
 			while (next_locked < nlocked && locked[next_locked] < msg_id)
-				courier_unlock_message(locked[next_locked++]);
+				locked[nunleased++] = locked[next_locked++];
 			if (next_locked < nlocked && locked[next_locked] == msg_id)
 				next_locked++;
 		}
 		while (next_locked < nlocked)
-			courier_unlock_message(locked[next_locked++]);
+			locked[nunleased++] = locked[next_locked++];
 		SPI_freetuptable(SPI_tuptable);
+
+		/*
+		 * Locked but not leased: leased by someone else meanwhile, gone, or
+		 * delivered max_receives times already.  Move the last kind to the
+		 * dead-letter queue, still under their locks; unlock the rest.
+		 */
+		if (nunleased > 0 && queue->dead_letter_queue_id != 0)
+			dead_letter(queue, locked, nunleased, now);
+		for (int i = 0; i < nunleased; i++)
+			courier_unlock_message(locked[i]);
 	}
 }
 
@@ -374,7 +457,10 @@ courier_receive(PG_FUNCTION_ARGS)
 		TimestampTz until;
 
 		rs.skipped_locked = 0;
-		receive_rounds(&rs, now);
+		if (wait_enter_dead_letter_queue(rs.queue))
+			receive_rounds(&rs, now);
+		else
+			rs.skipped_locked = 1;	/* being redriven: look again shortly */
 		if (rs.got > 0 || now >= deadline)
 			break;
 		until = Min(deadline, next_visible_at(rs.queue, now));

@@ -47,6 +47,7 @@
 #include "courier.h"
 
 #define COURIER_LOCKTAG_WAIT 0x5751
+#define COURIER_LOCKTAG_REDRIVE 0x5244
 
 /* Queues whose waiters this transaction must wake, and when. */
 typedef struct SignalledQueue
@@ -76,11 +77,17 @@ wait_locktag(LOCKTAG *tag, int32 queue_id)
 void
 wait_signal_queue(CourierQueue *queue, int events)
 {
+	wait_signal_queue_id(queue->queue_id, queue->notify, events);
+}
+
+void
+wait_signal_queue_id(int32 queue_id, bool notify, int events)
+{
 	for (int i = 0; i < nsignalled; i++)
-		if (signalled[i].queue_id == queue->queue_id)
+		if (signalled[i].queue_id == queue_id)
 		{
 			signalled[i].events |= events;
-			signalled[i].notify |= (queue->notify && (events & WAKE_ON_COMMIT));
+			signalled[i].notify |= (notify && (events & WAKE_ON_COMMIT));
 			return;
 		}
 	if (nsignalled == maxsignalled)
@@ -93,8 +100,8 @@ wait_signal_queue(CourierQueue *queue, int events)
 			signalled = repalloc(signalled, sizeof(SignalledQueue) * newmax);
 		maxsignalled = newmax;
 	}
-	signalled[nsignalled].queue_id = queue->queue_id;
-	signalled[nsignalled].notify = (queue->notify && (events & WAKE_ON_COMMIT));
+	signalled[nsignalled].queue_id = queue_id;
+	signalled[nsignalled].notify = (notify && (events & WAKE_ON_COMMIT));
 	signalled[nsignalled].events = events;
 	nsignalled++;
 }
@@ -229,4 +236,57 @@ wait_sleep(TimestampTz until)
 					 timeout_ms, PG_WAIT_EXTENSION);
 	ResetLatch(MyLatch);
 	CHECK_FOR_INTERRUPTS();
+}
+
+/*
+ * courier._signal_queue(queue_id integer, notify boolean) RETURNS void
+ *		Wake the queue's waiters (and NOTIFY) when this transaction commits;
+ *		for messages that SQL code (redrive) made available.
+ */
+PG_FUNCTION_INFO_V1(courier__signal_queue);
+Datum
+courier__signal_queue(PG_FUNCTION_ARGS)
+{
+	wait_signal_queue_id(PG_GETARG_INT32(0), PG_GETARG_BOOL(1), WAKE_ON_COMMIT);
+	PG_RETURN_VOID();
+}
+
+static void
+redrive_locktag(LOCKTAG *tag, int32 queue_id)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) queue_id, 0, COURIER_LOCKTAG_REDRIVE);
+}
+
+/*
+ * courier._lock_for_redrive(queue_id integer) RETURNS void
+ *		Keep receivers off a dead-letter queue until the end of the
+ *		transaction, after waiting for those that received from it in
+ *		transactions still open.
+ */
+PG_FUNCTION_INFO_V1(courier__lock_for_redrive);
+Datum
+courier__lock_for_redrive(PG_FUNCTION_ARGS)
+{
+	LOCKTAG		tag;
+
+	redrive_locktag(&tag, PG_GETARG_INT32(0));
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+	PG_RETURN_VOID();
+}
+
+/*
+ * wait_enter_dead_letter_queue
+ *		Before receiving from a dead-letter queue: false while a redrive of
+ *		it runs (the queue then looks empty); otherwise holds off redrives
+ *		until this transaction ends.  Always true for other queues.
+ */
+bool
+wait_enter_dead_letter_queue(CourierQueue *queue)
+{
+	LOCKTAG		tag;
+
+	if (!queue->is_dead_letter_queue)
+		return true;
+	redrive_locktag(&tag, queue->queue_id);
+	return LockAcquire(&tag, ShareLock, false, true) != LOCKACQUIRE_NOT_AVAIL;
 }
