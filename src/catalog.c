@@ -406,12 +406,18 @@ courier_interval_usecs(Interval *interval, const char *what, int64 max_usecs)
 	{
 		char	   *limit;
 
-		if (max_usecs % USECS_PER_HOUR == 0)
-			limit = psprintf("%d hours", (int) (max_usecs / USECS_PER_HOUR));
-		else if (max_usecs % USECS_PER_MINUTE == 0)
-			limit = psprintf("%d minutes", (int) (max_usecs / USECS_PER_MINUTE));
+		int64		n;
+		const char *unit;
+
+		if (max_usecs > 0 && max_usecs % USECS_PER_HOUR == 0)
+			n = max_usecs / USECS_PER_HOUR, unit = "hour";
+		else if (max_usecs > 0 && max_usecs % USECS_PER_MINUTE == 0)
+			n = max_usecs / USECS_PER_MINUTE, unit = "minute";
+		else if (max_usecs % USECS_PER_SEC == 0)
+			n = max_usecs / USECS_PER_SEC, unit = "second";
 		else
-			limit = psprintf("%g seconds", (double) max_usecs / USECS_PER_SEC);
+			n = max_usecs / 1000, unit = "millisecond";
+		limit = psprintf(INT64_FORMAT " %s%s", n, unit, n == 1 ? "" : "s");
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must be between 0 and %s", what, limit)));

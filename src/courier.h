@@ -118,8 +118,9 @@ extern int64 courier_interval_usecs(Interval *interval, const char *what, int64 
 extern void courier_relcache_callback(Datum arg, Oid relid);
 
 /* wait.c */
-#define WAKE_ON_COMMIT	0x01
-#define WAKE_ON_ABORT	0x02
+#define WAKE_ON_COMMIT		0x01
+#define WAKE_ON_ABORT		0x02
+#define NOTIFY_ON_COMMIT	0x04	/* also NOTIFY, if the queue has notify on: sends only */
 extern void wait_signal_queue(CourierQueue *queue, int events);
 extern void wait_signal_queue_id(int32 queue_id, bool notify, int events);
 extern bool wait_enter_dead_letter_queue(CourierQueue *queue);
@@ -129,7 +130,7 @@ extern void wait_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 								  SubTransactionId parentSubid, void *arg);
 extern void wait_begin(CourierQueue *queue);
 extern void wait_end(CourierQueue *queue);
-extern void wait_sleep(TimestampTz until);
+extern bool wait_sleep(TimestampTz until);
 
 /* pg_courier.c */
 extern int	courier_max_wait_ms;

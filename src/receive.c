@@ -65,6 +65,7 @@ detoast_if_external(Datum value)
 
 /* how soon a waiting receive looks again at a message locked by another session */
 #define RECEIVE_LOCKED_RETRY_MS 10
+#define RECEIVE_LOCKED_RETRIES 5
 
 static int64 *sort_ids;
 
@@ -395,6 +396,7 @@ courier_receive(PG_FUNCTION_ARGS)
 	TimestampTz now;
 	TimestampTz deadline;
 	int		   *order;
+	int			retries = 0;
 
 	memset(&rs, 0, sizeof(rs));
 	rs.visibility = -1;
@@ -461,13 +463,24 @@ courier_receive(PG_FUNCTION_ARGS)
 			receive_rounds(&rs, now);
 		else
 			rs.skipped_locked = 1;	/* being redriven: look again shortly */
+		now = GetCurrentTimestamp();
 		if (rs.got > 0 || now >= deadline)
 			break;
 		until = Min(deadline, next_visible_at(rs.queue, now));
-		/* a message locked by a session that is about to commit or abort */
-		if (rs.skipped_locked > 0)
+
+		/*
+		 * Woken, but what woke us was still locked: the session that woke us
+		 * (a release, say) commits before it lets its locks go.  Look again
+		 * shortly, a few times; a message locked by a transaction that stays
+		 * open wakes us when it ends instead.
+		 */
+		if (rs.skipped_locked > 0 && retries < RECEIVE_LOCKED_RETRIES)
+		{
 			until = Min(until, now + RECEIVE_LOCKED_RETRY_MS * 1000);
-		wait_sleep(until);
+			retries++;
+		}
+		if (wait_sleep(until))
+			retries = 0;
 		now = GetCurrentTimestamp();
 		/* what woke us may lie below this backend's scan hint */
 		rs.queue->full_scan_at = 0;

@@ -183,7 +183,7 @@ courier_send(PG_FUNCTION_ARGS)
 	if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
 		elog(ERROR, "courier.send: unexpected SPI result %s", SPI_result_code_string(ret));
 	msg_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	wait_signal_queue(queue, WAKE_ON_COMMIT);
+	wait_signal_queue(queue, WAKE_ON_COMMIT | NOTIFY_ON_COMMIT);
 
 	courier_leave(&call);
 	PG_RETURN_INT64(msg_id);
@@ -306,7 +306,7 @@ courier_send_batch(PG_FUNCTION_ARGS)
 	ret = SPI_execute_plan(plan, values, nulls, false, 0);
 	if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != (uint64) nbodies)
 		elog(ERROR, "courier.send_batch: unexpected SPI result %s", SPI_result_code_string(ret));
-	wait_signal_queue(queue, WAKE_ON_COMMIT);
+	wait_signal_queue(queue, WAKE_ON_COMMIT | NOTIFY_ON_COMMIT);
 
 	for (int i = 0; i < nbodies; i++)
 	{

@@ -54,7 +54,7 @@ typedef struct SignalledQueue
 {
 	int32		queue_id;
 	bool		notify;			/* NOTIFY at commit */
-	int			events;			/* WAKE_ON_COMMIT | WAKE_ON_ABORT */
+	int			events;			/* WAKE_ON_COMMIT | WAKE_ON_ABORT | NOTIFY_ON_COMMIT */
 } SignalledQueue;
 
 static SignalledQueue *signalled = NULL;
@@ -70,9 +70,10 @@ wait_locktag(LOCKTAG *tag, int32 queue_id)
 /*
  * wait_signal_queue
  *		Remember that this transaction makes messages of queue available when
- *		it commits (a send, a release: WAKE_ON_COMMIT, which also NOTIFYs if
- *		the queue has notify on) or when it aborts (a receive, whose leases
- *		vanish: WAKE_ON_ABORT), so that the queue's waiters are woken then.
+ *		it commits (a send, a release: WAKE_ON_COMMIT; a send adds
+ *		NOTIFY_ON_COMMIT, which NOTIFYs if the queue has notify on) or when it
+ *		aborts (a receive, whose leases vanish: WAKE_ON_ABORT), so that the
+ *		queue's waiters are woken then.
  */
 void
 wait_signal_queue(CourierQueue *queue, int events)
@@ -87,7 +88,7 @@ wait_signal_queue_id(int32 queue_id, bool notify, int events)
 		if (signalled[i].queue_id == queue_id)
 		{
 			signalled[i].events |= events;
-			signalled[i].notify |= (notify && (events & WAKE_ON_COMMIT));
+			signalled[i].notify |= (notify && (events & NOTIFY_ON_COMMIT));
 			return;
 		}
 	if (nsignalled == maxsignalled)
@@ -101,7 +102,7 @@ wait_signal_queue_id(int32 queue_id, bool notify, int events)
 		maxsignalled = newmax;
 	}
 	signalled[nsignalled].queue_id = queue_id;
-	signalled[nsignalled].notify = (notify && (events & WAKE_ON_COMMIT));
+	signalled[nsignalled].notify = (notify && (events & NOTIFY_ON_COMMIT));
 	signalled[nsignalled].events = events;
 	nsignalled++;
 }
@@ -220,22 +221,25 @@ wait_end(CourierQueue *queue)
 
 /*
  * wait_sleep
- *		Sleep until woken or until 'until'.  Handles cancel and
- *		statement_timeout through CHECK_FOR_INTERRUPTS.
+ *		Sleep until woken or until 'until'; returns whether the latch woke
+ *		us.  Handles cancel and statement_timeout through CHECK_FOR_INTERRUPTS.
  */
-void
+bool
 wait_sleep(TimestampTz until)
 {
 	long		timeout_ms;
 	TimestampTz now = GetCurrentTimestamp();
+	int			rc;
 
+	CHECK_FOR_INTERRUPTS();
 	if (until <= now)
-		return;
+		return false;
 	timeout_ms = (long) ((until - now + 999) / 1000);
-	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					 timeout_ms, PG_WAIT_EXTENSION);
+	rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+				   timeout_ms, PG_WAIT_EXTENSION);
 	ResetLatch(MyLatch);
 	CHECK_FOR_INTERRUPTS();
+	return (rc & WL_LATCH_SET) != 0;
 }
 
 /*
@@ -247,7 +251,7 @@ PG_FUNCTION_INFO_V1(courier__signal_queue);
 Datum
 courier__signal_queue(PG_FUNCTION_ARGS)
 {
-	wait_signal_queue_id(PG_GETARG_INT32(0), PG_GETARG_BOOL(1), WAKE_ON_COMMIT);
+	wait_signal_queue_id(PG_GETARG_INT32(0), PG_GETARG_BOOL(1), WAKE_ON_COMMIT | NOTIFY_ON_COMMIT);
 	PG_RETURN_VOID();
 }
 

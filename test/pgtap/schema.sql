@@ -4,15 +4,35 @@
 --
 -- Run with pg_prove in a database where pgtap and pg_courier are installed.
 BEGIN;
-SELECT plan(72);
+SELECT plan(83);
 
 SELECT has_schema('courier');
+-- The extension script creates the schema (the control file names none), so the
+-- schema is a member of the extension.
+SELECT is((SELECT schema FROM pg_available_extension_versions
+            WHERE name = 'pg_courier' AND version = '0.1'), NULL::name,
+          'the control file does not name a schema');
+SELECT is_empty(
+  $$SELECT pg_describe_object(d.classid, d.objid, 0)
+      FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
+      LEFT JOIN pg_proc p ON d.classid = 'pg_proc'::regclass AND p.oid = d.objid
+      LEFT JOIN pg_class c ON d.classid = 'pg_class'::regclass AND c.oid = d.objid
+      LEFT JOIN pg_type t ON d.classid = 'pg_type'::regclass AND t.oid = d.objid
+     WHERE e.extname = 'pg_courier' AND d.refclassid = 'pg_extension'::regclass
+       AND d.deptype = 'e'
+       AND coalesce(p.pronamespace, c.relnamespace, t.typnamespace) <> 'courier'::regnamespace$$,
+  'every function, table, view, sequence and type of the extension is in schema courier');
+SELECT is((SELECT count(*) FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
+            WHERE e.extname = 'pg_courier' AND d.refclassid = 'pg_extension'::regclass
+              AND d.classid = 'pg_namespace'::regclass
+              AND d.objid = 'courier'::regnamespace AND d.deptype = 'e'),
+          1::bigint, 'schema courier is a member of the extension');
 
 -- Every documented function, with its argument types and return type.
 SELECT has_function('courier', f, a, format('courier.%s(%s) exists', f, array_to_string(a, ', ')))
   FROM (VALUES
-    ('create_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer']),
-    ('alter_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer']),
+    ('create_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer', 'boolean']),
+    ('alter_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer', 'boolean']),
     ('drop_queue', ARRAY['text']),
     ('purge_queue', ARRAY['text']),
     ('send', ARRAY['text', 'jsonb', 'jsonb', 'interval']),
@@ -21,7 +41,7 @@ SELECT has_function('courier', f, a, format('courier.%s(%s) exists', f, array_to
     ('send_batch', ARRAY['text', 'jsonb[]', 'jsonb[]', 'interval']),
     ('send_batch', ARRAY['text', 'text[]', 'jsonb[]', 'interval']),
     ('send_batch', ARRAY['text', 'bytea[]', 'jsonb[]', 'interval']),
-    ('receive', ARRAY['text', 'integer', 'interval']),
+    ('receive', ARRAY['text', 'integer', 'interval', 'interval']),
     ('ack', ARRAY['text', 'text']),
     ('ack_batch', ARRAY['text', 'text[]']),
     ('change_visibility', ARRAY['text', 'text', 'interval']),
@@ -33,8 +53,8 @@ SELECT has_function('courier', f, a, format('courier.%s(%s) exists', f, array_to
 
 SELECT function_returns('courier', f, a, r, format('courier.%s(%s) returns %s', f, array_to_string(a, ', '), r))
   FROM (VALUES
-    ('create_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer'], 'void'),
-    ('alter_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer'], 'void'),
+    ('create_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer', 'boolean'], 'void'),
+    ('alter_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer', 'boolean'], 'void'),
     ('drop_queue', ARRAY['text'], 'void'),
     ('purge_queue', ARRAY['text'], 'bigint'),
     ('send', ARRAY['text', 'jsonb', 'jsonb', 'interval'], 'bigint'),
@@ -43,7 +63,7 @@ SELECT function_returns('courier', f, a, r, format('courier.%s(%s) returns %s', 
     ('send_batch', ARRAY['text', 'jsonb[]', 'jsonb[]', 'interval'], 'bigint[]'),
     ('send_batch', ARRAY['text', 'text[]', 'jsonb[]', 'interval'], 'bigint[]'),
     ('send_batch', ARRAY['text', 'bytea[]', 'jsonb[]', 'interval'], 'bigint[]'),
-    ('receive', ARRAY['text', 'integer', 'interval'], 'setof record'),
+    ('receive', ARRAY['text', 'integer', 'interval', 'interval'], 'setof record'),
     ('ack', ARRAY['text', 'text'], 'void'),
     ('ack_batch', ARRAY['text', 'text[]'], 'integer'),
     ('change_visibility', ARRAY['text', 'text', 'interval'], 'void'),
@@ -61,10 +81,10 @@ SELECT is(
          expected,
          sig || ': parameter names / number of defaults')
   FROM (VALUES
-    ('courier.create_queue(text,interval,interval,interval,integer)',
-     '{queue_name,visibility_timeout,delay,retention,max_message_size}/4'),
-    ('courier.alter_queue(text,interval,interval,interval,integer)',
-     '{queue_name,visibility_timeout,delay,retention,max_message_size}/4'),
+    ('courier.create_queue(text,interval,interval,interval,integer,boolean)',
+     '{queue_name,visibility_timeout,delay,retention,max_message_size,notify}/5'),
+    ('courier.alter_queue(text,interval,interval,interval,integer,boolean)',
+     '{queue_name,visibility_timeout,delay,retention,max_message_size,notify}/5'),
     ('courier.drop_queue(text)', '{queue_name}/0'),
     ('courier.purge_queue(text)', '{queue_name}/0'),
     ('courier.send(text,jsonb,jsonb,interval)', '{queue_name,body,attributes,delay}/2'),
@@ -73,8 +93,8 @@ SELECT is(
     ('courier.send_batch(text,jsonb[],jsonb[],interval)', '{queue_name,bodies,attributes,delay}/2'),
     ('courier.send_batch(text,text[],jsonb[],interval)', '{queue_name,bodies,attributes,delay}/2'),
     ('courier.send_batch(text,bytea[],jsonb[],interval)', '{queue_name,bodies,attributes,delay}/2'),
-    ('courier.receive(text,integer,interval)',
-     '{queue_name,max_messages,visibility_timeout,msg_id,receipt,body,body_text,body_bytes,attributes,sent_at,receive_count}/2'),
+    ('courier.receive(text,integer,interval,interval)',
+     '{queue_name,max_messages,visibility_timeout,wait,msg_id,receipt,body,body_text,body_bytes,attributes,sent_at,receive_count}/3'),
     ('courier.ack(text,text)', '{queue_name,receipt}/0'),
     ('courier.ack_batch(text,text[])', '{queue_name,receipts}/0'),
     ('courier.change_visibility(text,text,interval)', '{queue_name,receipt,visibility_timeout}/0'),
@@ -83,7 +103,7 @@ SELECT is(
     ('courier.revoke(text,regrole,text)', '{queue_name,role_name,privilege}/1')
   ) AS t(sig, expected);
 
-SELECT is(pg_get_function_result('courier.receive(text,integer,interval)'::regprocedure),
+SELECT is(pg_get_function_result('courier.receive(text,integer,interval,interval)'::regprocedure),
           'TABLE(msg_id bigint, receipt text, body jsonb, body_text text, body_bytes bytea, '
           'attributes jsonb, sent_at timestamp with time zone, receive_count integer)',
           'courier.receive returns the documented columns');
@@ -92,21 +112,34 @@ SELECT is(pg_get_function_result('courier.receive(text,integer,interval)'::regpr
 SELECT lives_ok($$SELECT courier.create_queue('pgtap_schema_defaults')$$,
                 'create_queue with only a name');
 SELECT results_eq(
-  $$SELECT visibility_timeout, delay, retention, max_message_size
+  $$SELECT visibility_timeout, delay, retention, max_message_size, notify
       FROM courier.queues WHERE queue_name = 'pgtap_schema_defaults'$$,
-  $$VALUES ('30 seconds'::interval, '0'::interval, '4 days'::interval, 262144)$$,
-  'create_queue defaults: 30 s visibility, no delay, 4 days retention, 256 KiB');
+  $$VALUES ('30 seconds'::interval, '0'::interval, '4 days'::interval, 262144, false)$$,
+  'create_queue defaults: 30 s visibility, no delay, 4 days retention, 256 KiB, no notify');
+
+-- The setting long polling is bounded by: superuser-only, 20 s by default.
+SELECT is(current_setting('courier.max_wait'), '20s', 'courier.max_wait defaults to 20 s');
+SELECT is((SELECT context FROM pg_settings WHERE name = 'courier.max_wait'), 'superuser',
+          'only a superuser may change courier.max_wait');
 
 -- The monitoring view.
 SELECT has_view('courier', 'queues', 'view courier.queues exists');
 SELECT columns_are('courier', 'queues',
   ARRAY['queue_name', 'visibility_timeout', 'delay', 'retention', 'max_message_size',
-        'created_at', 'depth', 'visible', 'in_flight', 'delayed', 'oldest_message_age'],
+        'notify', 'notify_channel', 'created_at', 'depth', 'visible', 'in_flight', 'delayed',
+        'oldest_message_age'],
   'courier.queues has the documented columns');
 SELECT col_type_is('courier', 'queues', 'oldest_message_age', 'interval',
                    'courier.queues.oldest_message_age is an interval');
 SELECT is((SELECT oldest_message_age FROM courier.queues WHERE queue_name = 'pgtap_schema_defaults'),
           NULL::interval, 'oldest_message_age is NULL for an empty queue');
+SELECT col_type_is('courier', 'queues', 'notify', 'boolean', 'courier.queues.notify is a boolean');
+SELECT col_type_is('courier', 'queues', 'notify_channel', 'text',
+                   'courier.queues.notify_channel is text');
+SELECT is(v.notify_channel, 'courier_' || q.queue_id,
+          'the notify channel of a queue is courier_<queue_id>')
+  FROM courier.queues v JOIN courier.queue q USING (queue_name)
+ WHERE queue_name = 'pgtap_schema_defaults';
 
 -- Catalog tables, registered with pg_extension_config_dump so pg_dump
 -- carries queues and grants.
@@ -146,6 +179,17 @@ SELECT is((SELECT relpersistence FROM pg_class
             WHERE oid = to_regclass(format('courier.l_%s', queue_id))), 'u'::"char",
           'the lease table is unlogged')
   FROM courier.queue WHERE queue_name = 'pgtap_schema_defaults';
+
+-- DROP EXTENSION ... CASCADE takes the schema with it, and with the schema the
+-- per-queue tables, which are not members of the extension.
+CREATE TEMP TABLE queue_tables AS
+  SELECT format('courier.%s_%s', k, queue_id) AS tab
+    FROM courier.queue, unnest(ARRAY['q', 'l']) AS k;
+SET LOCAL client_min_messages = warning;
+SELECT lives_ok('DROP EXTENSION pg_courier CASCADE', 'DROP EXTENSION pg_courier CASCADE');
+SELECT hasnt_schema('courier', 'schema courier is gone with the extension');
+SELECT is((SELECT count(*) FROM queue_tables WHERE to_regclass(tab) IS NOT NULL), 0::bigint,
+          'the per-queue tables are gone with the extension');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -20,7 +20,7 @@ $node->safe_psql('postgres', q{
 CREATE EXTENSION pg_courier;
 CREATE ROLE regress_restart_sender LOGIN;
 SELECT courier.create_queue('rs_custom', visibility_timeout => '2 minutes', delay => '0',
-                            retention => '3 days', max_message_size => 1000);
+                            retention => '3 days', max_message_size => 1000, notify => true);
 SELECT courier.alter_queue('rs_custom', retention => '2 days');
 SELECT courier.create_queue('rs_default');
 -- 10 messages of every body type, with and without attributes
@@ -43,8 +43,8 @@ CREATE TABLE receipts AS
 });
 
 my $settings_q = q{
-SELECT queue_name, visibility_timeout, delay, retention, max_message_size, created_at,
-       depth, visible, in_flight, delayed
+SELECT queue_name, visibility_timeout, delay, retention, max_message_size, notify,
+       notify_channel, created_at, depth, visible, in_flight, delayed
   FROM courier.queues ORDER BY queue_name};
 my $messages_q = q{
 SELECT string_agg(format('%s|%s|%s|%s|%s', body, body_text, encode(body_bytes, 'hex'),
@@ -66,8 +66,10 @@ $node->restart;
 
 is($node->safe_psql('postgres', $settings_q),
 	$settings_before, 'queue settings and counts survive a clean restart');
-like($settings_before, qr/^rs_custom\|00:02:00\|00:00:00\|2 days\|1000\|/m,
+like($settings_before, qr/^rs_custom\|00:02:00\|00:00:00\|2 days\|1000\|t\|courier_\d+\|/m,
 	'the custom settings, including the altered retention, are those that were set');
+like($settings_before, qr/^rs_default\|00:00:30\|00:00:00\|4 days\|262144\|f\|courier_\d+\|/m,
+	'the other queue has the default settings, notify off');
 is($node->safe_psql('postgres', $grants_q),
 	$grants_before, 'grants survive a clean restart');
 
