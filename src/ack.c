@@ -141,6 +141,7 @@ courier_ack(PG_FUNCTION_ARGS)
 
 	courier_parse_receipt(receipt, &msg_id, &token);
 	courier_enter(&call);
+	courier_guard_plans();
 	queue = courier_lookup_queue(name, false);
 	courier_check_privilege(&call, queue, COURIER_PRIV_RECEIVE);
 
@@ -231,6 +232,7 @@ courier_ack_batch(PG_FUNCTION_ARGS)
 	}
 
 	courier_enter(&call);
+	courier_guard_plans();
 	queue = courier_lookup_queue(name, false);
 	courier_check_privilege(&call, queue, COURIER_PRIV_RECEIVE);
 	if (n == 0)
@@ -283,6 +285,7 @@ set_visibility(text *name, const char *receipt, TimestampTz until, bool release,
 
 	courier_parse_receipt(receipt, &msg_id, &token);
 	courier_enter(&call);
+	courier_guard_plans();
 	queue = courier_lookup_queue(name, false);
 	courier_check_privilege(&call, queue, COURIER_PRIV_RECEIVE);
 

@@ -129,7 +129,17 @@ courier_enter(CourierCall *call)
 	(void) set_config_option("search_path", "pg_catalog, pg_temp",
 							 PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
+}
 
+/*
+ * courier_guard_plans
+ *		After courier_enter(), for calls whose plans scan or join: pin the
+ *		planner settings their cached plans rely on (undone by
+ *		courier_leave()).  Sends, whose plans are single-row inserts, skip it.
+ */
+void
+courier_guard_plans(void)
+{
 	/*
 	 * Our plans are generic and kept for the life of the backend, and may be
 	 * made while a queue is empty: without these, a plan made then would

@@ -106,6 +106,7 @@ typedef struct CourierCall
 /* catalog.c */
 extern void courier_enter(CourierCall *call);
 extern void courier_leave(CourierCall *call);
+extern void courier_guard_plans(void);
 extern CourierQueue *courier_lookup_queue(text *name, bool missing_ok);
 extern void courier_check_privilege(CourierCall *call, CourierQueue *queue, int privilege);
 extern bool courier_has_privilege(Oid roleid, CourierQueue *queue, int privilege);

@@ -436,6 +436,7 @@ courier_receive(PG_FUNCTION_ARGS)
 	MemoryContextSwitchTo(oldcontext);
 
 	courier_enter(&call);
+	courier_guard_plans();
 	rs.queue = courier_lookup_queue(name, false);
 	courier_check_privilege(&call, rs.queue, COURIER_PRIV_RECEIVE);
 	if (rs.visibility < 0)
