@@ -36,6 +36,7 @@
 
 #include "access/xact.h"
 #include "commands/async.h"
+#include "libpq/libpq-be.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/latch.h"
@@ -235,9 +236,23 @@ wait_sleep(TimestampTz until)
 	if (until <= now)
 		return false;
 	timeout_ms = (long) ((until - now + 999) / 1000);
-	rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-				   timeout_ms, PG_WAIT_EXTENSION);
+#ifdef WL_SOCKET_CLOSED
+	/* a client that hangs up ends the wait at once, not at its end */
+	if (MyProcPort != NULL && MyProcPort->sock != PGINVALID_SOCKET)
+		rc = WaitLatchOrSocket(MyLatch,
+							   WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH | WL_SOCKET_CLOSED,
+							   MyProcPort->sock, timeout_ms, PG_WAIT_EXTENSION);
+	else
+#endif
+		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					   timeout_ms, PG_WAIT_EXTENSION);
 	ResetLatch(MyLatch);
+#ifdef WL_SOCKET_CLOSED
+	if (rc & WL_SOCKET_CLOSED)
+		ereport(FATAL,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("connection to client lost while courier.receive was waiting")));
+#endif
 	CHECK_FOR_INTERRUPTS();
 	return (rc & WL_LATCH_SET) != 0;
 }

@@ -4,7 +4,7 @@
 --
 -- Run with pg_prove in a database where pgtap and pg_courier are installed.
 BEGIN;
-SELECT plan(83);
+SELECT plan(89);
 
 SELECT has_schema('courier');
 -- The extension script creates the schema (the control file names none), so the
@@ -31,9 +31,9 @@ SELECT is((SELECT count(*) FROM pg_depend d JOIN pg_extension e ON e.oid = d.ref
 -- Every documented function, with its argument types and return type.
 SELECT has_function('courier', f, a, format('courier.%s(%s) exists', f, array_to_string(a, ', ')))
   FROM (VALUES
-    ('create_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer', 'boolean']),
-    ('alter_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer', 'boolean']),
-    ('drop_queue', ARRAY['text']),
+    ('create_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer', 'boolean', 'text', 'integer', 'interval', 'text', 'interval', 'boolean', 'boolean']),
+    ('alter_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer', 'boolean', 'text', 'integer', 'interval', 'text', 'interval', 'boolean', 'boolean']),
+    ('drop_queue', ARRAY['text', 'boolean']),
     ('purge_queue', ARRAY['text']),
     ('send', ARRAY['text', 'jsonb', 'jsonb', 'interval']),
     ('send', ARRAY['text', 'text', 'jsonb', 'interval']),
@@ -45,7 +45,8 @@ SELECT has_function('courier', f, a, format('courier.%s(%s) exists', f, array_to
     ('ack', ARRAY['text', 'text']),
     ('ack_batch', ARRAY['text', 'text[]']),
     ('change_visibility', ARRAY['text', 'text', 'interval']),
-    ('release', ARRAY['text', 'text', 'interval']),
+    ('release', ARRAY['text', 'text', 'interval', 'text']),
+    ('redrive', ARRAY['text', 'text', 'integer']),
     ('maintain', ARRAY[]::text[]),
     ('grant', ARRAY['text', 'regrole', 'text']),
     ('revoke', ARRAY['text', 'regrole', 'text'])
@@ -53,9 +54,9 @@ SELECT has_function('courier', f, a, format('courier.%s(%s) exists', f, array_to
 
 SELECT function_returns('courier', f, a, r, format('courier.%s(%s) returns %s', f, array_to_string(a, ', '), r))
   FROM (VALUES
-    ('create_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer', 'boolean'], 'void'),
-    ('alter_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer', 'boolean'], 'void'),
-    ('drop_queue', ARRAY['text'], 'void'),
+    ('create_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer', 'boolean', 'text', 'integer', 'interval', 'text', 'interval', 'boolean', 'boolean'], 'void'),
+    ('alter_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer', 'boolean', 'text', 'integer', 'interval', 'text', 'interval', 'boolean', 'boolean'], 'void'),
+    ('drop_queue', ARRAY['text', 'boolean'], 'void'),
     ('purge_queue', ARRAY['text'], 'bigint'),
     ('send', ARRAY['text', 'jsonb', 'jsonb', 'interval'], 'bigint'),
     ('send', ARRAY['text', 'text', 'jsonb', 'interval'], 'bigint'),
@@ -67,7 +68,8 @@ SELECT function_returns('courier', f, a, r, format('courier.%s(%s) returns %s', 
     ('ack', ARRAY['text', 'text'], 'void'),
     ('ack_batch', ARRAY['text', 'text[]'], 'integer'),
     ('change_visibility', ARRAY['text', 'text', 'interval'], 'void'),
-    ('release', ARRAY['text', 'text', 'interval'], 'void'),
+    ('release', ARRAY['text', 'text', 'interval', 'text'], 'void'),
+    ('redrive', ARRAY['text', 'text', 'integer'], 'bigint'),
     ('maintain', ARRAY[]::text[], 'bigint'),
     ('grant', ARRAY['text', 'regrole', 'text'], 'void'),
     ('revoke', ARRAY['text', 'regrole', 'text'], 'void')
@@ -81,11 +83,11 @@ SELECT is(
          expected,
          sig || ': parameter names / number of defaults')
   FROM (VALUES
-    ('courier.create_queue(text,interval,interval,interval,integer,boolean)',
-     '{queue_name,visibility_timeout,delay,retention,max_message_size,notify}/5'),
-    ('courier.alter_queue(text,interval,interval,interval,integer,boolean)',
-     '{queue_name,visibility_timeout,delay,retention,max_message_size,notify}/5'),
-    ('courier.drop_queue(text)', '{queue_name}/0'),
+    ('courier.create_queue(text,interval,interval,interval,integer,boolean,text,integer,interval,text,interval,boolean,boolean)',
+     '{queue_name,visibility_timeout,delay,retention,max_message_size,notify,dead_letter_queue,max_receives,retry_delay,retry_backoff,retry_max_delay,retry_jitter,durable_leases}/12'),
+    ('courier.alter_queue(text,interval,interval,interval,integer,boolean,text,integer,interval,text,interval,boolean,boolean)',
+     '{queue_name,visibility_timeout,delay,retention,max_message_size,notify,dead_letter_queue,max_receives,retry_delay,retry_backoff,retry_max_delay,retry_jitter,durable_leases}/12'),
+    ('courier.drop_queue(text,boolean)', '{queue_name,force}/1'),
     ('courier.purge_queue(text)', '{queue_name}/0'),
     ('courier.send(text,jsonb,jsonb,interval)', '{queue_name,body,attributes,delay}/2'),
     ('courier.send(text,text,jsonb,interval)', '{queue_name,body,attributes,delay}/2'),
@@ -94,18 +96,19 @@ SELECT is(
     ('courier.send_batch(text,text[],jsonb[],interval)', '{queue_name,bodies,attributes,delay}/2'),
     ('courier.send_batch(text,bytea[],jsonb[],interval)', '{queue_name,bodies,attributes,delay}/2'),
     ('courier.receive(text,integer,interval,interval)',
-     '{queue_name,max_messages,visibility_timeout,wait,msg_id,receipt,body,body_text,body_bytes,attributes,sent_at,receive_count}/3'),
+     '{queue_name,max_messages,visibility_timeout,wait,msg_id,receipt,body,body_text,body_bytes,attributes,sent_at,receive_count,dead_letter}/3'),
     ('courier.ack(text,text)', '{queue_name,receipt}/0'),
     ('courier.ack_batch(text,text[])', '{queue_name,receipts}/0'),
     ('courier.change_visibility(text,text,interval)', '{queue_name,receipt,visibility_timeout}/0'),
-    ('courier.release(text,text,interval)', '{queue_name,receipt,delay}/1'),
+    ('courier.release(text,text,interval,text)', '{queue_name,receipt,delay,reason}/2'),
+    ('courier.redrive(text,text,integer)', '{dead_letter_queue,to_queue,max_messages}/2'),
     ('courier.grant(text,regrole,text)', '{queue_name,role_name,privilege}/0'),
     ('courier.revoke(text,regrole,text)', '{queue_name,role_name,privilege}/1')
   ) AS t(sig, expected);
 
 SELECT is(pg_get_function_result('courier.receive(text,integer,interval,interval)'::regprocedure),
           'TABLE(msg_id bigint, receipt text, body jsonb, body_text text, body_bytes bytea, '
-          'attributes jsonb, sent_at timestamp with time zone, receive_count integer)',
+          'attributes jsonb, sent_at timestamp with time zone, receive_count integer, dead_letter jsonb)',
           'courier.receive returns the documented columns');
 
 -- The documented defaults take effect.
@@ -116,6 +119,13 @@ SELECT results_eq(
       FROM courier.queues WHERE queue_name = 'pgtap_schema_defaults'$$,
   $$VALUES ('30 seconds'::interval, '0'::interval, '4 days'::interval, 262144, false)$$,
   'create_queue defaults: 30 s visibility, no delay, 4 days retention, 256 KiB, no notify');
+SELECT results_eq(
+  $$SELECT dead_letter_queue, max_receives, dead_letter_depth, retry_delay, retry_backoff,
+           retry_max_delay, retry_jitter, durable_leases
+      FROM courier.queues WHERE queue_name = 'pgtap_schema_defaults'$$,
+  $$VALUES (NULL::text, NULL::integer, NULL::bigint, '0'::interval, 'fixed'::text,
+            '15 minutes'::interval, false, false)$$,
+  'create_queue defaults: no redrive policy, no retry delay (fixed, capped at 15 minutes, no jitter), leases not durable');
 
 -- The setting long polling is bounded by: superuser-only, 20 s by default.
 SELECT is(current_setting('courier.max_wait'), '20s', 'courier.max_wait defaults to 20 s');
@@ -126,8 +136,9 @@ SELECT is((SELECT context FROM pg_settings WHERE name = 'courier.max_wait'), 'su
 SELECT has_view('courier', 'queues', 'view courier.queues exists');
 SELECT columns_are('courier', 'queues',
   ARRAY['queue_name', 'visibility_timeout', 'delay', 'retention', 'max_message_size',
-        'notify', 'notify_channel', 'created_at', 'depth', 'visible', 'in_flight', 'delayed',
-        'oldest_message_age'],
+        'notify', 'notify_channel', 'dead_letter_queue', 'max_receives', 'dead_letter_depth',
+        'retry_delay', 'retry_backoff', 'retry_max_delay', 'retry_jitter', 'durable_leases',
+        'created_at', 'depth', 'visible', 'in_flight', 'delayed', 'oldest_message_age'],
   'courier.queues has the documented columns');
 SELECT col_type_is('courier', 'queues', 'oldest_message_age', 'interval',
                    'courier.queues.oldest_message_age is an interval');
@@ -179,6 +190,17 @@ SELECT is((SELECT relpersistence FROM pg_class
             WHERE oid = to_regclass(format('courier.l_%s', queue_id))), 'u'::"char",
           'the lease table is unlogged')
   FROM courier.queue WHERE queue_name = 'pgtap_schema_defaults';
+-- durable_leases => true: a logged lease table; switched off again: unlogged
+DO $$ BEGIN PERFORM courier.create_queue('pgtap_schema_durable', durable_leases => true); END $$;
+SELECT is((SELECT relpersistence FROM pg_class
+            WHERE oid = to_regclass(format('courier.l_%s', queue_id))), 'p'::"char",
+          'with durable_leases the lease table is logged')
+  FROM courier.queue WHERE queue_name = 'pgtap_schema_durable';
+DO $$ BEGIN PERFORM courier.alter_queue('pgtap_schema_durable', durable_leases => false); END $$;
+SELECT is((SELECT relpersistence FROM pg_class
+            WHERE oid = to_regclass(format('courier.l_%s', queue_id))), 'u'::"char",
+          'alter_queue(durable_leases => false) makes the lease table unlogged again')
+  FROM courier.queue WHERE queue_name = 'pgtap_schema_durable';
 
 -- DROP EXTENSION ... CASCADE takes the schema with it, and with the schema the
 -- per-queue tables, which are not members of the extension.
