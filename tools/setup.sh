@@ -15,6 +15,7 @@ PACKAGES=(
 	libtap-parser-sourcehandler-pgtap-perl
 	libipc-run-perl
 	libssl-dev
+	libkrb5-dev
 	postgresql-15-pgq3
 	postgresql-15-cron
 )
