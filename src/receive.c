@@ -212,7 +212,13 @@ receive_rounds(ReceiveState *rs, TimestampTz now)
 							4, candidate_types);
 		while (nlocked < max_messages - rs->got)
 		{
-			int64		limit = (max_messages - rs->got - nlocked) + 16;
+			int64		need = max_messages - rs->got - nlocked;
+
+			/*
+			 * A few more than needed, for those other consumers hold right
+			 * now; each extra candidate costs a heap fetch and a lease probe.
+			 */
+			int64		limit = need + Min(need, 8) + 3;
 			uint64		n;
 
 			args[0] = Int64GetDatum(last);
