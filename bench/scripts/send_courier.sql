@@ -1,0 +1,2 @@
+-- courier.send: one message per transaction
+SELECT courier.send(:q, :body::jsonb);
