@@ -31,7 +31,9 @@ CREATE TABLE courier.queue (
 	max_message_size	integer NOT NULL,
 	notify				boolean NOT NULL DEFAULT false,
 	-- redrive policy: after max_receives deliveries a message moves to the dead-letter queue
-	dead_letter_queue_id integer REFERENCES courier.queue,
+	-- (no foreign key: a self-reference makes pg_dump warn; _set_redrive_policy and
+	-- _drop_queue keep it pointing at an existing queue)
+	dead_letter_queue_id integer,
 	max_receives		integer,
 	-- retry policy: extra delay before a message released without a delay, or whose lease
 	-- expired, is delivered again
@@ -628,6 +630,10 @@ BEGIN
 				'q_' || dlq, 'l_' || dlq, 'q_' || dest) USING batch, target, dest;
 			GET DIAGNOSTICS moved = ROW_COUNT;
 			total := total + moved;
+			/* receivers' scan hints may lie above the ids moved back: drop their caches */
+			IF moved > 0 THEN
+				UPDATE courier.queue q SET notify = q.notify WHERE q.queue_id = dest;
+			END IF;
 			PERFORM courier._signal_queue(dest, q.notify) FROM courier.queue q WHERE q.queue_id = dest;
 		END LOOP;
 	END LOOP;

@@ -82,6 +82,9 @@ settings_args(FunctionCallInfo fcinfo, Oid *types, Datum *values, bool *isnull, 
 		types[first + i] = settings_types[i];
 		isnull[first + i] = (arg >= PG_NARGS() || PG_ARGISNULL(arg));
 		values[first + i] = isnull[first + i] ? (Datum) 0 : PG_GETARG_DATUM(arg);
+		if (i == 5 && !isnull[first + i])	/* dead_letter_queue: a queue name */
+			courier_check_name(VARDATA_ANY(PG_GETARG_TEXT_PP(arg)),
+							   VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(arg)));
 	}
 }
 

@@ -89,6 +89,7 @@ typedef struct ReceiveState
 	int64	   *locked;			/* [max_messages] */
 	Datum	   *id_datums;		/* [max_messages] */
 	int			skipped_locked; /* candidates locked by others */
+	int			moved;			/* moved to the dead-letter queue, still locked */
 	HeapTuple  *rows;			/* [max_messages], in per-query memory */
 	int64	   *row_ids;		/* [max_messages] */
 	MemoryContext row_context;
@@ -101,8 +102,8 @@ typedef struct ReceiveState
  * atomically: same id, body, attributes and send time, plus where and how
  * often it was delivered and the reason its last release gave.
  */
-static void
-dead_letter(CourierQueue *queue, int64 *ids, int nids, TimestampTz now)
+static int
+dead_letter(CourierQueue *queue, int64 *ids, int nids, TimestampTz now, bool *moved)
 {
 	static Oid	argtypes[5] = {INT8ARRAYOID, TIMESTAMPTZOID, INT4OID, TEXTOID, INT4OID};
 	Datum		args[5];
@@ -139,13 +140,23 @@ dead_letter(CourierQueue *queue, int64 *ids, int nids, TimestampTz now)
 						"          'first_received_at', first_received_at,"
 						"          'last_received_at', last_received_at,"
 						"          'reason', last_error, 'dead_lettered_at', $2)"
-						"   FROM moved ORDER BY msg_id",
+						"   FROM moved ORDER BY msg_id RETURNING msg_id",
 						5, argtypes);
 	ret = SPI_execute_plan(plan, args, NULL, false, 0);
-	if (ret != SPI_OK_INSERT)
+	if (ret != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "courier.receive: unexpected SPI result %s", SPI_result_code_string(ret));
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull));
+
+		for (int i = 0; i < nids; i++)
+			if (ids[i] == id)
+				moved[i] = true;
+	}
 	if (SPI_processed > 0)
 		wait_signal_queue_id(queue->dead_letter_queue_id, false, WAKE_ON_COMMIT);
+	return (int) SPI_processed;
 }
 
 /*
@@ -188,7 +199,7 @@ receive_rounds(ReceiveState *rs, TimestampTz now)
 		int			next_locked = 0;
 		int			nunleased = 0;
 
-		if (rs->got == max_messages)
+		if (rs->got == max_messages || rs->moved >= COURIER_MAX_RECEIVE)
 			break;
 		if (exhausted)
 		{
@@ -339,10 +350,17 @@ receive_rounds(ReceiveState *rs, TimestampTz now)
 		 * delivered max_receives times already.  Move the last kind to the
 		 * dead-letter queue, still under their locks; unlock the rest.
 		 */
-		if (nunleased > 0 && queue->dead_letter_queue_id != 0)
-			dead_letter(queue, locked, nunleased, now);
-		for (int i = 0; i < nunleased; i++)
-			courier_unlock_message(locked[i]);
+		{
+			/* moved messages keep their locks until commit */
+			bool	   *moved = palloc0(sizeof(bool) * (nunleased + 1));
+
+			if (nunleased > 0 && queue->dead_letter_queue_id != 0)
+				rs->moved += dead_letter(queue, locked, nunleased, now, moved);
+			for (int i = 0; i < nunleased; i++)
+				if (!moved[i])
+					courier_unlock_message(locked[i]);
+			pfree(moved);
+		}
 	}
 }
 
