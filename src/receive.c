@@ -16,13 +16,12 @@
  *	   private tag, see ack.c) without waiting; a message locked by another
  *	   session is being received or acknowledged right now and is skipped,
  *	   so consumers never wait on each other;
- *	3. one statement upserts the leases of the locked messages, with the
- *	   ON CONFLICT condition "the lease in force has expired" checked against
- *	   the latest committed lease row, and returns the messages still present
- *	   under a snapshot taken after the locks were granted.
- * A concurrent receiver that committed a lease after our step-1 snapshot is
- * caught by step 3's ON CONFLICT check; an ack that committed after it is
- * caught by step 3's snapshot (the ack held the lock until its commit).
+ *	3. one statement, under a snapshot taken after the locks were granted,
+ *	   renews the leases of the locked messages whose lease has ended and
+ *	   creates those that have none, and returns the messages still present.
+ * A concurrent receiver that committed a lease after our step-1 snapshot, or
+ * an ack that committed after it, is seen by step 3's snapshot: both held
+ * the message lock until they committed.
  * Locks of messages not leased in step 3 are released at once; the others
  * are held to the end of the transaction.
  *
@@ -276,13 +275,31 @@ receive_rounds(ReceiveState *rs, TimestampTz now)
 		args[8] = BoolGetDatum(queue->retry_jitter);
 
 		/*
-		 * A lease is (re)granted only while the message has been delivered
-		 * fewer than max_receives times; a lease's end includes the retry
-		 * delay its delivery number earns, so an expired lease makes the
+		 * A lease is renewed only once the one in force has ended, and only
+		 * while the message has been delivered fewer than max_receives times;
+		 * a message with no lease row gets a new one.  Its end includes the
+		 * retry delay its delivery number earns, so an expired lease makes the
 		 * message visible again only after that delay.
+		 *
+		 * Not INSERT ... ON CONFLICT DO UPDATE ... WHERE: that locks the
+		 * conflicting row even when the WHERE fails, and a receive that lost
+		 * the race would hold another consumer's lease row (blocking its ack)
+		 * to the end of its transaction, a whole wait long.  A plain UPDATE
+		 * locks only the rows it changes.  Our message locks keep every other
+		 * writer of these lease rows out, and this statement's snapshot was
+		 * taken after we got them, so it sees their latest versions.
 		 */
 		plan = courier_plan(queue, PLAN_LEASE,
-							"WITH leased AS ("
+							"WITH renewed AS ("
+							" UPDATE courier.l_%1$d l"
+							"    SET token = $2,"
+							"        invisible_until = $3 + "
+							COURIER_RETRY_DELAY_SQL("l.receive_count + 1", "$6", "$7", "$8", "$9") ","
+							"        receive_count = l.receive_count + 1, last_received_at = $4"
+							"  WHERE l.msg_id = ANY ($1) AND l.invisible_until <= $4"
+							"    AND l.receive_count < $5"
+							" RETURNING l.msg_id, l.receive_count),"
+							" fresh AS ("
 							" INSERT INTO courier.l_%1$d AS l"
 							"  (msg_id, token, invisible_until, receive_count, first_received_at,"
 							"   last_received_at)"
@@ -291,13 +308,10 @@ receive_rounds(ReceiveState *rs, TimestampTz now)
 							"        1, $4, $4"
 							"   FROM courier.q_%1$d m"
 							"  WHERE m.msg_id = ANY ($1)"
-							" ON CONFLICT (msg_id) DO UPDATE"
-							"   SET token = excluded.token,"
-							"       invisible_until = $3 + "
-							COURIER_RETRY_DELAY_SQL("l.receive_count + 1", "$6", "$7", "$8", "$9") ","
-							"       receive_count = l.receive_count + 1, last_received_at = $4"
-							"  WHERE l.invisible_until <= $4 AND l.receive_count < $5"
-							" RETURNING l.msg_id, l.receive_count)"
+							"    AND NOT EXISTS (SELECT FROM courier.l_%1$d o WHERE o.msg_id = m.msg_id)"
+							" ON CONFLICT (msg_id) DO NOTHING"
+							" RETURNING l.msg_id, l.receive_count),"
+							" leased AS (SELECT * FROM renewed UNION ALL SELECT * FROM fresh)"
 							" SELECT m.msg_id, m.body, m.body_text, m.body_bytes, m.attributes,"
 							"        m.sent_at, leased.receive_count, m.dead_letter"
 							"   FROM leased JOIN courier.q_%1$d m ON m.msg_id = leased.msg_id"
