@@ -386,6 +386,34 @@ is(count_for($notes, 'lp_n_twice'), 0,
 	'notify: change_visibility (extending a lease) and ack give no notification')
   or diag(explain $notes);
 
+#
+# 10. A client that goes away ends its waiting receive at once (wait_sleep
+#     watches the client's socket too), not when the wait is over.  The
+#     receive asks for 60 seconds; its psql is killed (SIGKILL: no
+#     Terminate message, the kernel just closes the socket), and the backend
+#     must be gone within 30 seconds of the receive's start.  That bound only
+#     tells "ended at the disconnect" from "ended with the wait"; it is not
+#     about speed.
+#
+$node->safe_psql('postgres', q{SELECT courier.create_queue('lp_disconnect')});
+{
+	my $began = Time::HiRes::time();
+	my ($s, $app) = session();
+	start($s, receive_sql('lp_disconnect', '60 seconds'));
+	ok(sleeping($app), 'disconnect: the receive waits');
+	my $pid = $node->safe_psql('postgres',
+		qq{SELECT pid FROM pg_stat_activity WHERE application_name = '$app'});
+	$s->{run}->signal('KILL');
+	$s->{run}->finish;
+	ok( $node->poll_query_until('postgres',
+			qq{SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $pid}),
+		'disconnect: the backend of a killed client ends');
+	my $took = Time::HiRes::time() - $began;
+	cmp_ok($took, '<', 30,
+		'disconnect: it ended at the disconnect, well before its 60-second wait was over')
+	  or diag(sprintf('the backend ended %.1f seconds after the receive began', $took));
+}
+
 $_->quit for ($other, $listener);
 $node->stop;
 done_testing();
