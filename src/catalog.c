@@ -27,7 +27,9 @@
 #include "catalog/pg_class.h"
 #include "commands/trigger.h"
 #include "miscadmin.h"
+#include "catalog/pg_type.h"
 #include "utils/acl.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
@@ -384,6 +386,20 @@ courier_plan(CourierQueue *queue, CourierPlan which, const char *sql_format,
 		pfree(sql);
 	}
 	return queue->plans[which];
+}
+
+/* An int8[] Datum holding values[0..n-1]. */
+Datum
+courier_int8_array(const int64 *values, int n)
+{
+	Datum	   *datums = palloc(sizeof(Datum) * (n + 1));
+	ArrayType  *array;
+
+	for (int i = 0; i < n; i++)
+		datums[i] = Int64GetDatum(values[i]);
+	array = construct_array(datums, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+	pfree(datums);
+	return PointerGetDatum(array);
 }
 
 /* The text argument argno, which must not be NULL. */

@@ -113,6 +113,7 @@ extern bool courier_has_privilege(Oid roleid, CourierQueue *queue, int privilege
 extern SPIPlanPtr courier_plan(CourierQueue *queue, CourierPlan which, const char *sql_format,
 							   int nargs, Oid *argtypes);
 extern void courier_check_name(const char *name, int len);
+extern Datum courier_int8_array(const int64 *values, int n);
 extern text *courier_arg_text(FunctionCallInfo fcinfo, int argno, const char *what);
 extern void courier_arg_notnull(FunctionCallInfo fcinfo, int argno, const char *what);
 extern int64 courier_interval_usecs(Interval *interval, const char *what, int64 max_usecs);

@@ -86,7 +86,6 @@ typedef struct ReceiveState
 	int64		visibility;		/* microseconds */
 	uint64		token;
 	int64	   *locked;			/* [max_messages] */
-	Datum	   *id_datums;		/* [max_messages] */
 	int			skipped_locked; /* candidates locked by others */
 	int			moved;			/* moved to the dead-letter queue, still locked */
 	HeapTuple  *rows;			/* [max_messages], in per-query memory */
@@ -106,14 +105,10 @@ dead_letter(CourierQueue *queue, int64 *ids, int nids, TimestampTz now, bool *mo
 {
 	static Oid	argtypes[5] = {INT8ARRAYOID, TIMESTAMPTZOID, INT4OID, TEXTOID, INT4OID};
 	Datum		args[5];
-	Datum	   *id_datums = palloc(sizeof(Datum) * nids);
 	SPIPlanPtr	plan;
 	int			ret;
 
-	for (int i = 0; i < nids; i++)
-		id_datums[i] = Int64GetDatum(ids[i]);
-	args[0] = PointerGetDatum(construct_array(id_datums, nids, INT8OID, 8,
-											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[0] = courier_int8_array(ids, nids);
 	args[1] = TimestampTzGetDatum(now);
 	args[2] = Int32GetDatum(queue->max_receives);
 	args[3] = CStringGetTextDatum(queue->name);
@@ -171,7 +166,6 @@ receive_rounds(ReceiveState *rs, TimestampTz now)
 	CourierQueue *queue = rs->queue;
 	int			max_messages = rs->max_messages;
 	int64	   *locked = rs->locked;
-	Datum	   *id_datums = rs->id_datums;
 	uint64		token = rs->token;
 	bool		exhausted = false;
 	int64		last = 0;
@@ -261,10 +255,7 @@ receive_rounds(ReceiveState *rs, TimestampTz now)
 			continue;		/* exhausted: the loop head decides */
 
 		/* Step 3: lease what is still there and not leased by someone else. */
-		for (int i = 0; i < nlocked; i++)
-			id_datums[i] = Int64GetDatum(locked[i]);
-		args[0] = PointerGetDatum(construct_array(id_datums, nlocked, INT8OID, 8,
-												  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		args[0] = courier_int8_array(locked, nlocked);
 		args[1] = Int64GetDatum((int64) token);
 		args[2] = TimestampTzGetDatum(now + rs->visibility);
 		args[3] = TimestampTzGetDatum(now);
@@ -487,7 +478,6 @@ courier_receive(PG_FUNCTION_ARGS)
 	if (rs.token == 0)
 		rs.token = 1;			/* 0 marks a released lease */
 	rs.locked = palloc(sizeof(int64) * rs.max_messages);
-	rs.id_datums = palloc(sizeof(Datum) * rs.max_messages);
 
 	now = GetCurrentTimestamp();
 	deadline = now + wait;

@@ -229,7 +229,6 @@ courier_send_batch(PG_FUNCTION_ARGS)
 	char		nulls[6] = {' ', ' ', 'n', 'n', 'n', 'n'};
 	TimestampTz now;
 	int64	   *ids;
-	Datum	   *id_datums;
 	int			ret;
 
 	courier_arg_notnull(fcinfo, 1, "message bodies");
@@ -317,8 +316,5 @@ courier_send_batch(PG_FUNCTION_ARGS)
 	courier_leave(&call);
 
 	qsort(ids, nbodies, sizeof(int64), cmp_int64);
-	id_datums = palloc(sizeof(Datum) * nbodies);
-	for (int i = 0; i < nbodies; i++)
-		id_datums[i] = Int64GetDatum(ids[i]);
-	PG_RETURN_ARRAYTYPE_P(construct_array(id_datums, nbodies, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	PG_RETURN_DATUM(courier_int8_array(ids, nbodies));
 }
