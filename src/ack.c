@@ -137,7 +137,6 @@ courier_ack(PG_FUNCTION_ARGS)
 	CourierQueue *queue;
 	SPIPlanPtr	plan;
 	Datum		args[2];
-	int			ret;
 
 	courier_parse_receipt(receipt, &msg_id, &token);
 	courier_enter(&call);
@@ -153,9 +152,7 @@ courier_ack(PG_FUNCTION_ARGS)
 						"            WHERE msg_id = $1 AND token = $2 RETURNING msg_id)"
 						" DELETE FROM courier.q_%1$d m USING l WHERE m.msg_id = l.msg_id",
 						2, argtypes);
-	ret = SPI_execute_plan(plan, args, NULL, false, 0);
-	if (ret != SPI_OK_DELETE)
-		elog(ERROR, "courier.ack: unexpected SPI result %s", SPI_result_code_string(ret));
+	(void) courier_execute(plan, args, NULL, false, SPI_OK_DELETE);
 	if (SPI_processed != 1)
 		stale_receipt(queue);
 
@@ -206,7 +203,6 @@ courier_ack_batch(PG_FUNCTION_ARGS)
 	CourierQueue *queue;
 	SPIPlanPtr	plan;
 	Datum		args[2];
-	int			ret;
 	uint64		acked;
 
 	courier_arg_notnull(fcinfo, 1, "receipts");
@@ -254,9 +250,7 @@ courier_ack_batch(PG_FUNCTION_ARGS)
 						"           RETURNING l.msg_id)"
 						" DELETE FROM courier.q_%1$d m USING l WHERE m.msg_id = l.msg_id",
 						2, argtypes);
-	ret = SPI_execute_plan(plan, args, NULL, false, 0);
-	if (ret != SPI_OK_DELETE)
-		elog(ERROR, "courier.ack_batch: unexpected SPI result %s", SPI_result_code_string(ret));
+	(void) courier_execute(plan, args, NULL, false, SPI_OK_DELETE);
 	acked = SPI_processed;
 
 	courier_leave(&call);
@@ -281,7 +275,6 @@ set_visibility(text *name, const char *receipt, TimestampTz until, bool release,
 	SPIPlanPtr	plan;
 	Datum		args[10];
 	char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	int			ret;
 
 	courier_parse_receipt(receipt, &msg_id, &token);
 	courier_enter(&call);
@@ -309,9 +302,7 @@ set_visibility(text *name, const char *receipt, TimestampTz until, bool release,
 						"       token = $4, last_error = COALESCE($5, l.last_error)"
 						" WHERE msg_id = $1 AND token = $2",
 						10, argtypes);
-	ret = SPI_execute_plan(plan, args, nulls, false, 0);
-	if (ret != SPI_OK_UPDATE)
-		elog(ERROR, "courier.change_visibility: unexpected SPI result %s", SPI_result_code_string(ret));
+	(void) courier_execute(plan, args, nulls, false, SPI_OK_UPDATE);
 	if (SPI_processed != 1)
 		stale_receipt(queue);
 	/* the lease may now end before what waiting receivers planned for */

@@ -388,6 +388,22 @@ courier_plan(CourierQueue *queue, CourierPlan which, const char *sql_format,
 	return queue->plans[which];
 }
 
+/*
+ * courier_execute
+ *		Run a cached plan with a fresh snapshot (unless read_only); any result
+ *		but 'expected' cannot happen and is an internal error.  Returns the
+ *		number of rows processed.
+ */
+uint64
+courier_execute(SPIPlanPtr plan, Datum *args, const char *nulls, bool read_only, int expected)
+{
+	int			ret = SPI_execute_plan(plan, args, nulls, read_only, 0);
+
+	if (ret != expected)
+		elog(ERROR, "pg_courier: unexpected SPI result %s", SPI_result_code_string(ret));
+	return SPI_processed;
+}
+
 /* An int8[] Datum holding values[0..n-1]. */
 Datum
 courier_int8_array(const int64 *values, int n)

@@ -113,6 +113,8 @@ extern bool courier_has_privilege(Oid roleid, CourierQueue *queue, int privilege
 extern SPIPlanPtr courier_plan(CourierQueue *queue, CourierPlan which, const char *sql_format,
 							   int nargs, Oid *argtypes);
 extern void courier_check_name(const char *name, int len);
+extern uint64 courier_execute(SPIPlanPtr plan, Datum *args, const char *nulls, bool read_only,
+							  int expected);
 extern Datum courier_int8_array(const int64 *values, int n);
 extern text *courier_arg_text(FunctionCallInfo fcinfo, int argno, const char *what);
 extern void courier_arg_notnull(FunctionCallInfo fcinfo, int argno, const char *what);

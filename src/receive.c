@@ -106,7 +106,6 @@ dead_letter(CourierQueue *queue, int64 *ids, int nids, TimestampTz now, bool *mo
 	static Oid	argtypes[5] = {INT8ARRAYOID, TIMESTAMPTZOID, INT4OID, TEXTOID, INT4OID};
 	Datum		args[5];
 	SPIPlanPtr	plan;
-	int			ret;
 
 	args[0] = courier_int8_array(ids, nids);
 	args[1] = TimestampTzGetDatum(now);
@@ -136,9 +135,7 @@ dead_letter(CourierQueue *queue, int64 *ids, int nids, TimestampTz now, bool *mo
 						"          'reason', last_error, 'dead_lettered_at', $2)"
 						"   FROM moved ORDER BY msg_id RETURNING msg_id",
 						5, argtypes);
-	ret = SPI_execute_plan(plan, args, NULL, false, 0);
-	if (ret != SPI_OK_INSERT_RETURNING)
-		elog(ERROR, "courier.receive: unexpected SPI result %s", SPI_result_code_string(ret));
+	(void) courier_execute(plan, args, NULL, false, SPI_OK_INSERT_RETURNING);
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		bool		isnull;
@@ -173,7 +170,6 @@ receive_rounds(ReceiveState *rs, TimestampTz now)
 	int64		start;
 	SPIPlanPtr	plan;
 	Datum		args[9];
-	int			ret;
 
 	/*
 	 * Rounds of steps 1-3 until max_messages are leased or no candidate is
@@ -229,9 +225,7 @@ receive_rounds(ReceiveState *rs, TimestampTz now)
 			args[1] = TimestampTzGetDatum(now);
 			args[2] = Int64GetDatum(limit);
 			args[3] = Int64GetDatum(end);
-			ret = SPI_execute_plan(plan, args, NULL, false, 0);
-			if (ret != SPI_OK_SELECT)
-				elog(ERROR, "courier.receive: unexpected SPI result %s", SPI_result_code_string(ret));
+			(void) courier_execute(plan, args, NULL, false, SPI_OK_SELECT);
 			n = SPI_processed;
 			for (uint64 i = 0; i < n && nlocked < max_messages - rs->got; i++)
 			{
@@ -308,9 +302,7 @@ receive_rounds(ReceiveState *rs, TimestampTz now)
 							"   FROM leased JOIN courier.q_%1$d m ON m.msg_id = leased.msg_id"
 							"  ORDER BY m.msg_id",
 							9, lease_types);
-		ret = SPI_execute_plan(plan, args, NULL, false, 0);
-		if (ret != SPI_OK_SELECT)
-			elog(ERROR, "courier.receive: unexpected SPI result %s", SPI_result_code_string(ret));
+		(void) courier_execute(plan, args, NULL, false, SPI_OK_SELECT);
 
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
@@ -381,7 +373,6 @@ next_visible_at(CourierQueue *queue, TimestampTz now)
 	Datum		args[1];
 	Datum		result;
 	bool		isnull;
-	int			ret;
 
 	plan = courier_plan(queue, PLAN_NEXT_VISIBLE,
 						"SELECT LEAST("
@@ -391,9 +382,8 @@ next_visible_at(CourierQueue *queue, TimestampTz now)
 						"   WHERE l.invisible_until > $1))",
 						1, argtypes);
 	args[0] = TimestampTzGetDatum(now);
-	ret = SPI_execute_plan(plan, args, NULL, true, 1);
-	if (ret != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "courier.receive: unexpected SPI result %s", SPI_result_code_string(ret));
+	if (courier_execute(plan, args, NULL, true, SPI_OK_SELECT) != 1)
+		elog(ERROR, "pg_courier: next_visible_at returned no row");
 	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	SPI_freetuptable(SPI_tuptable);
 	return isnull ? DT_NOEND : DatumGetTimestampTz(result);

@@ -150,7 +150,6 @@ courier_send(PG_FUNCTION_ARGS)
 	Datum		values[6];
 	char		nulls[6] = {' ', ' ', 'n', 'n', 'n', 'n'};
 	TimestampTz now;
-	int			ret;
 	bool		isnull;
 	int64		msg_id;
 
@@ -179,9 +178,8 @@ courier_send(PG_FUNCTION_ARGS)
 						" (sent_at, visible_at, body, body_text, body_bytes, attributes)"
 						" VALUES ($1, $2, $3, $4, $5, $6) RETURNING msg_id",
 						6, argtypes);
-	ret = SPI_execute_plan(plan, values, nulls, false, 0);
-	if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
-		elog(ERROR, "courier.send: unexpected SPI result %s", SPI_result_code_string(ret));
+	if (courier_execute(plan, values, nulls, false, SPI_OK_INSERT_RETURNING) != 1)
+		elog(ERROR, "pg_courier: send inserted " UINT64_FORMAT " rows", SPI_processed);
 	msg_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	wait_signal_queue(queue, WAKE_ON_COMMIT | NOTIFY_ON_COMMIT);
 
@@ -229,7 +227,6 @@ courier_send_batch(PG_FUNCTION_ARGS)
 	char		nulls[6] = {' ', ' ', 'n', 'n', 'n', 'n'};
 	TimestampTz now;
 	int64	   *ids;
-	int			ret;
 
 	courier_arg_notnull(fcinfo, 1, "message bodies");
 	bodies = PG_GETARG_ARRAYTYPE_P(1);
@@ -302,9 +299,8 @@ courier_send_batch(PG_FUNCTION_ARGS)
 						"                   pg_catalog.unnest($6)) WITH ORDINALITY AS b(j, t, y, a, n)"
 						"  ORDER BY b.n RETURNING msg_id",
 						6, argtypes);
-	ret = SPI_execute_plan(plan, values, nulls, false, 0);
-	if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != (uint64) nbodies)
-		elog(ERROR, "courier.send_batch: unexpected SPI result %s", SPI_result_code_string(ret));
+	if (courier_execute(plan, values, nulls, false, SPI_OK_INSERT_RETURNING) != (uint64) nbodies)
+		elog(ERROR, "pg_courier: send_batch inserted " UINT64_FORMAT " rows", SPI_processed);
 	wait_signal_queue(queue, WAKE_ON_COMMIT | NOTIFY_ON_COMMIT);
 
 	for (int i = 0; i < nbodies; i++)
