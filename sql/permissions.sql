@@ -157,6 +157,42 @@ SELECT body_text FROM courier.receive('pt_b', 10, '1 hour');
 RESET ROLE;
 
 --
+-- has_queue_privilege answers for the current role, directly or through
+-- membership; admin implies send and receive
+--
+SET ROLE regress_courier_sender;
+SELECT current_user AS role, q AS queue,
+       courier.has_queue_privilege(q, 'send') AS send,
+       courier.has_queue_privilege(q, 'receive') AS receive,
+       courier.has_queue_privilege(q, 'admin') AS admin
+  FROM unnest(ARRAY['pt_a', 'pt_b']) AS q ORDER BY q;
+SET ROLE regress_courier_receiver;
+SELECT current_user AS role, q AS queue,
+       courier.has_queue_privilege(q, 'send') AS send,
+       courier.has_queue_privilege(q, 'receive') AS receive,
+       courier.has_queue_privilege(q, 'admin') AS admin
+  FROM unnest(ARRAY['pt_a', 'pt_b']) AS q ORDER BY q;
+SET ROLE regress_courier_admin;
+SELECT current_user AS role, q AS queue,
+       courier.has_queue_privilege(q, 'send') AS send,
+       courier.has_queue_privilege(q, 'receive') AS receive,
+       courier.has_queue_privilege(q, 'admin') AS admin
+  FROM unnest(ARRAY['pt_a', 'pt_b']) AS q ORDER BY q;
+-- a role with no grant at all cannot even ask
+SET ROLE regress_courier_nobody;
+SELECT current_user AS role, q AS queue,
+       courier.has_queue_privilege(q, 'send') AS send,
+       courier.has_queue_privilege(q, 'receive') AS receive,
+       courier.has_queue_privilege(q, 'admin') AS admin
+  FROM unnest(ARRAY['pt_a', 'pt_b']) AS q ORDER BY q;
+\echo :SQLSTATE
+RESET ROLE;
+SELECT pg_temp.sqlstate_of($$SELECT courier.has_queue_privilege('pt_a', 'sned')$$) AS bad_privilege,
+       pg_temp.sqlstate_of($$SELECT courier.has_queue_privilege('pt_a', NULL)$$) AS null_privilege,
+       pg_temp.sqlstate_of($$SELECT courier.has_queue_privilege(NULL, 'send')$$) AS null_queue,
+       pg_temp.sqlstate_of($$SELECT courier.has_queue_privilege('pt_none', 'send')$$) AS unknown_queue;
+
+--
 -- admin on pt_a: everything on pt_a, nothing on pt_b
 --
 SET ROLE regress_courier_admin;
