@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # tools/lib.sh: helpers shared by tools/demo.sh, test/run.sh and bench/run (source it, do not run it).
 #
-#   PGBIN                  the PostgreSQL 15 binaries
+#   PGBIN                  the PostgreSQL 15 binaries ($COURIER_PGBIN when set: see tools/private-pg.sh)
 #   PG_OSUSER              the unprivileged OS user that runs servers (postgres when root, else you)
 #   as_pguser CMD...       run CMD as PG_OSUSER, with $PGBIN first in PATH
 #   cluster_start DIR [PORT]
@@ -16,7 +16,7 @@
 # DIR's parent must be searchable by PG_OSUSER (mktemp -d makes a 0700 directory: chown it).
 set -euo pipefail
 
-PGBIN=/usr/lib/postgresql/15/bin
+PGBIN=${COURIER_PGBIN:-/usr/lib/postgresql/15/bin}
 export PG_CONFIG=$PGBIN/pg_config
 
 if [ "$(id -u)" -eq 0 ]; then

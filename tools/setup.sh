@@ -4,7 +4,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+PG_CONFIG=${COURIER_PGBIN:-/usr/lib/postgresql/15/bin}/pg_config
 
 PACKAGES=(
 	build-essential
@@ -79,7 +79,11 @@ for f in pg_courier.so pg_courier.control src/pg_courier--*.sql; do
 done
 
 if [ "$need_install" = yes ]; then
-	if ! as_root make -s PG_CONFIG="$PG_CONFIG" install >"$log" 2>&1; then
+	install_as=as_root
+	if [ -n "${COURIER_PGBIN:-}" ] && [ -w "$pkglibdir" ]; then
+		install_as=	# a private copy (tools/private-pg.sh): no root needed
+	fi
+	if ! $install_as make -s PG_CONFIG="$PG_CONFIG" install >"$log" 2>&1; then
 		cat "$log" >&2
 		echo "setup: make install failed" >&2
 		exit 1
