@@ -9,7 +9,9 @@
 EXTENSION = pg_courier
 MODULE_big = pg_courier
 OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
-DATA = $(wildcard src/pg_courier--*.sql)
+# The install script is built from src/sql/*.sql, joined in name order (one part per feature).
+DATA_built = pg_courier--0.1.sql
+SQL_PARTS = $(sort $(wildcard src/sql/*.sql))
 PGFILEDESC = "pg_courier - durable messaging inside PostgreSQL"
 
 REGRESS = $(basename $(notdir $(sort $(wildcard sql/*.sql))))
@@ -31,6 +33,9 @@ include $(PGXS)
 endif
 
 $(OBJS): src/courier.h
+
+pg_courier--0.1.sql: $(SQL_PARTS)
+	cat $(SQL_PARTS) > $@
 
 .PHONY: demo test bench setup
 

@@ -66,7 +66,7 @@ fi
 pkglibdir=$("$PG_CONFIG" --pkglibdir)
 extdir=$("$PG_CONFIG" --sharedir)/extension
 need_install=no
-for f in pg_courier.so pg_courier.control src/pg_courier--*.sql; do
+for f in pg_courier.so pg_courier.control pg_courier--*.sql; do
 	[ -e "$f" ] || continue
 	case $f in
 	*.so) dest=$pkglibdir/$(basename "$f") ;;

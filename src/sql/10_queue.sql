@@ -688,6 +688,3 @@ SELECT q.queue_name, q.visibility_timeout, q.delay, q.retention, q.max_message_s
  WHERE courier.has_queue_privilege(q.queue_name, 'receive')
 	OR courier.has_queue_privilege(q.queue_name, 'send');
 
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA courier FROM PUBLIC;
-REVOKE ALL ON ALL TABLES IN SCHEMA courier FROM PUBLIC;
-REVOKE ALL ON ALL SEQUENCES IN SCHEMA courier FROM PUBLIC;
