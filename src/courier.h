@@ -20,6 +20,7 @@
 #include "access/xact.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
 #define COURIER_MAX_NAME		80
@@ -102,6 +103,21 @@ typedef struct CourierCall
 	int			saved_sec_context;
 	int			guc_nestlevel;
 } CourierCall;
+
+/*
+ * One message to enqueue (send.c).  The body is a jsonb, text or bytea
+ * datum; attributes NULL for none; delay_us < 0 for the queue's default.
+ */
+typedef struct CourierMessage
+{
+	Datum		body;
+	Oid			body_type;
+	Jsonb	   *attributes;
+	int64		delay_us;
+} CourierMessage;
+
+/* send.c */
+extern int64 courier_enqueue(CourierQueue *queue, const CourierMessage *msg);
 
 /* catalog.c */
 extern void courier_enter(CourierCall *call);

@@ -131,45 +131,38 @@ send_delay(FunctionCallInfo fcinfo, int argno, CourierQueue *queue)
 }
 
 /*
- * courier.send(queue_name text, body jsonb|text|bytea, attributes jsonb,
- *				delay interval) RETURNS bigint
- *		Enqueue one message; returns its id.
+ * courier_enqueue
+ *		Insert one message into a queue, in the current transaction, and
+ *		arrange the wake-up of the queue's waiters at commit; returns its id.
  *
- * Takes only the locks of an INSERT into the queue's message table.
+ * The caller has done courier_enter() and checked its right to send (a send
+ * checks the caller's privilege on the queue; a publish the caller's right
+ * to publish to the topic).  The body and attributes are checked here, so
+ * every way into a queue applies the same rules.
  */
-PG_FUNCTION_INFO_V1(courier_send);
-Datum
-courier_send(PG_FUNCTION_ARGS)
+int64
+courier_enqueue(CourierQueue *queue, const CourierMessage *msg)
 {
 	static Oid	argtypes[6] = {TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBOID, TEXTOID, BYTEAOID, JSONBOID};
-	text	   *name = courier_arg_text(fcinfo, 0, "queue name");
-	BodyColumn	column = body_column(get_fn_expr_argtype(fcinfo->flinfo, 1));
-	CourierCall call;
-	CourierQueue *queue;
+	BodyColumn	column = body_column(msg->body_type);
 	SPIPlanPtr	plan;
 	Datum		values[6];
 	char		nulls[6] = {' ', ' ', 'n', 'n', 'n', 'n'};
 	TimestampTz now;
 	bool		isnull;
-	int64		msg_id;
 
-	courier_arg_notnull(fcinfo, 1, "message body");
-	if (!PG_ARGISNULL(2))
-		check_attributes(PG_GETARG_JSONB_P(2));
-
-	courier_enter(&call);
-	queue = courier_lookup_queue(name, false);
-	courier_check_privilege(&call, queue, COURIER_PRIV_SEND);
-	check_body_size(queue, PG_GETARG_DATUM(1), column);
+	if (msg->attributes != NULL)
+		check_attributes(msg->attributes);
+	check_body_size(queue, msg->body, column);
 
 	now = GetCurrentTimestamp();
 	values[0] = TimestampTzGetDatum(now);
-	values[1] = TimestampTzGetDatum(now + send_delay(fcinfo, 3, queue));
-	values[2 + column] = PG_GETARG_DATUM(1);
+	values[1] = TimestampTzGetDatum(now + (msg->delay_us < 0 ? queue->delay : msg->delay_us));
+	values[2 + column] = msg->body;
 	nulls[2 + column] = ' ';
-	if (!PG_ARGISNULL(2))
+	if (msg->attributes != NULL)
 	{
-		values[5] = PG_GETARG_DATUM(2);
+		values[5] = JsonbPGetDatum(msg->attributes);
 		nulls[5] = ' ';
 	}
 
@@ -180,9 +173,38 @@ courier_send(PG_FUNCTION_ARGS)
 						6, argtypes);
 	if (courier_execute(plan, values, nulls, false, SPI_OK_INSERT_RETURNING) != 1)
 		elog(ERROR, "pg_courier: send inserted " UINT64_FORMAT " rows", SPI_processed);
-	msg_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	wait_signal_queue(queue, WAKE_ON_COMMIT | NOTIFY_ON_COMMIT);
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
 
+/*
+ * courier.send(queue_name text, body jsonb|text|bytea, attributes jsonb,
+ *				delay interval) RETURNS bigint
+ *		Enqueue one message; returns its id.
+ *
+ * Takes only the locks of an INSERT into the queue's message table.
+ */
+PG_FUNCTION_INFO_V1(courier_send);
+Datum
+courier_send(PG_FUNCTION_ARGS)
+{
+	text	   *name = courier_arg_text(fcinfo, 0, "queue name");
+	CourierMessage msg = {0};
+	CourierCall call;
+	CourierQueue *queue;
+	int64		msg_id;
+
+	courier_arg_notnull(fcinfo, 1, "message body");
+	msg.body = PG_GETARG_DATUM(1);
+	msg.body_type = get_fn_expr_argtype(fcinfo->flinfo, 1);
+	msg.attributes = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
+	msg.delay_us = PG_ARGISNULL(3) ? -1 :
+		courier_interval_usecs(PG_GETARG_INTERVAL_P(3), "delay", COURIER_MAX_DELAY_US);
+
+	courier_enter(&call);
+	queue = courier_lookup_queue(name, false);
+	courier_check_privilege(&call, queue, COURIER_PRIV_SEND);
+	msg_id = courier_enqueue(queue, &msg);
 	courier_leave(&call);
 	PG_RETURN_INT64(msg_id);
 }
