@@ -176,7 +176,9 @@ BEGIN
 		   AND s.filter_scope = _subscribe.filter_scope AND s.raw = _subscribe.raw THEN
 			RETURN s.subscription_id;
 		END IF;
-		RAISE EXCEPTION 'queue is already subscribed to this topic with other settings'
+		RAISE EXCEPTION 'queue "%" is already subscribed to topic "%" with other settings',
+				(SELECT q.queue_name FROM courier.queue q WHERE q.queue_id = qid),
+				(SELECT t.topic_name FROM courier.topic t WHERE t.topic_id = tid)
 			USING ERRCODE = 'duplicate_object',
 				  DETAIL = format('Subscription %s has them.', s.subscription_id),
 				  HINT = 'Unsubscribe it first; both in one transaction, no message is missed.';
