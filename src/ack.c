@@ -108,7 +108,8 @@ courier_parse_receipt(const char *receipt, int64 *msg_id, int64 *token)
 }
 
 /*
- * After an ack on a FIFO queue: the groups of the messages just deleted
+ * After an ack on a FIFO queue: waiting receives are woken at commit (the
+ * groups may be ready now), and the groups of the messages just deleted
  * (SPI_tuptable, column 1) lose their rows if no message is left
  * (groups.c).
  */
@@ -118,6 +119,10 @@ forget_emptied_groups(CourierQueue *queue)
 	uint64		n = SPI_processed;
 	Datum	   *groups = palloc(sizeof(Datum) * (n + 1));
 	int			ngroups = 0;
+
+	/* the next message of each group may be deliverable now: wake waiters at commit */
+	if (n > 0)
+		wait_signal_queue(queue, WAKE_ON_COMMIT);
 
 	for (uint64 i = 0; i < n; i++)
 	{
