@@ -107,6 +107,39 @@ courier_parse_receipt(const char *receipt, int64 *msg_id, int64 *token)
 	*token = (int64) tok;
 }
 
+/*
+ * After an ack on a FIFO queue: waiting receives are woken at commit (the
+ * groups may be ready now), and the groups of the messages just deleted
+ * (SPI_tuptable, column 1) lose their rows if no message is left
+ * (groups.c).
+ */
+static void
+forget_emptied_groups(CourierQueue *queue)
+{
+	uint64		n = SPI_processed;
+	Datum	   *groups = palloc(sizeof(Datum) * (n + 1));
+	int			ngroups = 0;
+
+	/* the next message of each group may be deliverable now: wake waiters at commit */
+	if (n > 0)
+		wait_signal_queue(queue, WAKE_ON_COMMIT);
+
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+		Datum		group = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+
+		/* messages of a group are mostly adjacent; a repeat only costs a statement */
+		if (isnull || (ngroups > 0 &&
+					   DatumGetBool(DirectFunctionCall2(texteq, groups[ngroups - 1], group))))
+			continue;
+		groups[ngroups++] = PointerGetDatum(DatumGetTextPCopy(group));
+	}
+	SPI_freetuptable(SPI_tuptable);
+	for (int j = 0; j < ngroups; j++)
+		groups_forget_if_empty(queue, groups[j]);
+}
+
 static void
 stale_receipt(CourierQueue *queue)
 {
@@ -150,11 +183,14 @@ courier_ack(PG_FUNCTION_ARGS)
 	plan = courier_plan(queue, PLAN_ACK,
 						"WITH l AS (DELETE FROM courier.l_%1$d"
 						"            WHERE msg_id = $1 AND token = $2 RETURNING msg_id)"
-						" DELETE FROM courier.q_%1$d m USING l WHERE m.msg_id = l.msg_id",
+						" DELETE FROM courier.q_%1$d m USING l WHERE m.msg_id = l.msg_id"
+						" RETURNING m.group_id",
 						2, argtypes);
-	(void) courier_execute(plan, args, NULL, false, SPI_OK_DELETE);
+	(void) courier_execute(plan, args, NULL, false, SPI_OK_DELETE_RETURNING);
 	if (SPI_processed != 1)
 		stale_receipt(queue);
+	if (queue->fifo)
+		forget_emptied_groups(queue);
 
 	courier_leave(&call);
 	PG_RETURN_VOID();
@@ -248,10 +284,13 @@ courier_ack_batch(PG_FUNCTION_ARGS)
 						"            USING ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS r(msg_id, token)"
 						"            WHERE l.msg_id = r.msg_id AND l.token = r.token"
 						"           RETURNING l.msg_id)"
-						" DELETE FROM courier.q_%1$d m USING l WHERE m.msg_id = l.msg_id",
+						" DELETE FROM courier.q_%1$d m USING l WHERE m.msg_id = l.msg_id"
+						" RETURNING m.group_id",
 						2, argtypes);
-	(void) courier_execute(plan, args, NULL, false, SPI_OK_DELETE);
+	(void) courier_execute(plan, args, NULL, false, SPI_OK_DELETE_RETURNING);
 	acked = SPI_processed;
+	if (queue->fifo)
+		forget_emptied_groups(queue);
 
 	courier_leave(&call);
 	PG_RETURN_INT32((int32) acked);

@@ -190,7 +190,9 @@ load_queue(CourierQueue *queue)
 								"       EXISTS (SELECT FROM courier.queue s"
 								"                WHERE s.dead_letter_queue_id = q.queue_id),"
 								"       retry_delay, retry_backoff = 'exponential', retry_max_delay,"
-								"       retry_jitter"
+								"       retry_jitter, fifo, content_dedup, dedup_window,"
+								"       (SELECT d.fifo FROM courier.queue d"
+								"         WHERE d.queue_id = q.dead_letter_queue_id)"
 								"  FROM courier.queue q WHERE queue_name = $1",
 								1, argtypes, values, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
@@ -219,6 +221,12 @@ load_queue(CourierQueue *queue)
 	queue->retry_exponential = DatumGetBool(SPI_getbinval(tuple, tupdesc, 10, &isnull));
 	queue->retry_max_delay = *DatumGetIntervalP(SPI_getbinval(tuple, tupdesc, 11, &isnull));
 	queue->retry_jitter = DatumGetBool(SPI_getbinval(tuple, tupdesc, 12, &isnull));
+	queue->fifo = DatumGetBool(SPI_getbinval(tuple, tupdesc, 13, &isnull));
+	queue->content_dedup = DatumGetBool(SPI_getbinval(tuple, tupdesc, 14, &isnull));
+	queue->dedup_window =
+		interval_to_usecs(DatumGetIntervalP(SPI_getbinval(tuple, tupdesc, 15, &isnull)));
+	queue->dead_letter_fifo = DatumGetBool(SPI_getbinval(tuple, tupdesc, 16, &isnull)) && !isnull;
+	queue->groups_checked = false;
 
 	argtypes[0] = INT4OID;
 	values[0] = Int32GetDatum(queue->queue_id);

@@ -63,6 +63,13 @@ typedef enum CourierPlan
 	PLAN_SET_VISIBILITY,
 	PLAN_NEXT_VISIBLE,
 	PLAN_DEAD_LETTER,
+	PLAN_FIFO_CANDIDATES,
+	PLAN_FIFO_LEASE,
+	PLAN_GROUP_ADD,
+	PLAN_GROUP_FORGET,
+	PLAN_GROUP_MARKER,
+	PLAN_DEDUP_CLAIM,
+	PLAN_DEDUP_ORIGINAL,
 	NUM_COURIER_PLANS
 } CourierPlan;
 
@@ -91,6 +98,11 @@ typedef struct CourierQueue
 	bool		retry_exponential;
 	Interval	retry_max_delay;
 	bool		retry_jitter;
+	bool		fifo;					/* FIFO queue: message groups (groups.c) */
+	bool		content_dedup;			/* FIFO: dedup by body hash without dedup_id */
+	int64		dedup_window;			/* microseconds */
+	bool		dead_letter_fifo;		/* the dead-letter queue is a FIFO queue */
+	bool		groups_checked;			/* groups.c: group table known to be built */
 	int64		scan_hint;			/* receive.c: where the next scan may start */
 	TimestampTz full_scan_at;		/* receive.c: when a scan last started at 0 */
 } CourierQueue;
@@ -114,10 +126,22 @@ typedef struct CourierMessage
 	Oid			body_type;
 	Jsonb	   *attributes;
 	int64		delay_us;
+	text	   *group_id;		/* NULL: none (required by FIFO queues) */
+	text	   *dedup_id;		/* NULL: none (FIFO queues only) */
 } CourierMessage;
 
 /* send.c */
-extern int64 courier_enqueue(CourierQueue *queue, const CourierMessage *msg);
+extern int64 courier_enqueue(CourierQueue *queue, CourierMessage *msg);
+
+/* groups.c */
+#define COURIER_MAX_GROUP_ID	128
+extern void groups_check_message(CourierQueue *queue, CourierMessage *msg);
+extern void groups_lock(CourierQueue *queue, text *group_id);
+extern bool groups_try_lock(int32 queue_id, const char *group_id, int len, bool release);
+extern void groups_add(CourierQueue *queue, text *group_id);
+extern void groups_forget_if_empty(CourierQueue *queue, Datum group_id);
+extern void groups_ensure_built(CourierQueue *queue);
+extern bool groups_dedup_claim(CourierQueue *queue, CourierMessage *msg, int64 *msg_id);
 
 /* catalog.c */
 extern void courier_enter(CourierCall *call);
