@@ -152,6 +152,48 @@ SELECT courier.publish('bookings', '{}'::jsonb);
 SELECT courier.drop_topic('bookings');
 
 --
+-- FIFO topics: FIFO queues only, group_id required and passed on, dedup_id
+-- applied by each subscriber queue; standard topics take standard queues only
+--
+SELECT courier.create_topic('f_orders', fifo => true);
+SELECT courier.create_topic('f_null', fifo => NULL);
+SELECT courier.create_queue('f_raw', fifo => true);
+SELECT courier.create_queue('f_env', fifo => true, content_dedup => true);
+SELECT courier.create_queue('f_standard');
+SELECT courier.subscribe('f_orders', 'f_raw', raw => true);
+SELECT courier.subscribe('f_orders', 'f_env', '{"kind": ["order"]}');
+SELECT courier.subscribe('f_orders', 'f_standard');
+SELECT courier.create_topic('f_plain');
+SELECT courier.subscribe('f_plain', 'f_raw');
+SELECT topic_name, fifo, subscriptions FROM courier.topics ORDER BY topic_name;
+
+SELECT courier.publish('f_orders', 'no group'::text);
+SELECT courier.publish('f_orders', 'bad group'::text, group_id => '');
+SELECT courier.publish('f_orders', 'bad dedup'::text, group_id => 'g', dedup_id => repeat('x', 129));
+SELECT courier.publish('f_plain', 'dedup on standard'::text, dedup_id => 'd1');
+-- a standard topic passes group_id on like send does (no ordering effect)
+SELECT courier.publish('f_plain', 'grouped'::text, group_id => 'g') > 0 AS published;
+
+-- two groups interleaved: in each queue, the ids of a group follow publish order
+SELECT count(courier.publish('f_orders', format('%s-%s', g, n), '{"kind": "order"}', group_id => g))
+  FROM (VALUES ('g1', 1), ('g2', 1), ('g1', 2), ('g2', 2), ('g1', 3)) AS v(g, n);
+-- a duplicate dedup_id adds nothing; the same body without dedup_id adds to f_raw
+-- (no content_dedup) but not to f_env (content_dedup, by the published body)
+SELECT courier.publish('f_orders', 'once'::text, '{"kind": "order"}', group_id => 'g3',
+                       dedup_id => 'd-1') > 0 AS first,
+       courier.publish('f_orders', 'once'::text, '{"kind": "order"}', group_id => 'g3',
+                       dedup_id => 'd-1') > 0 AS duplicate;
+SELECT courier.publish('f_orders', 'same body'::text, '{"kind": "order"}', group_id => 'g4') > 0 AS first,
+       courier.publish('f_orders', 'same body'::text, '{"kind": "order"}', group_id => 'g4') > 0 AS again;
+SELECT group_id, body_text FROM courier.receive('f_raw', 20) ORDER BY group_id, msg_id;
+SELECT group_id, body->>'body' AS body FROM courier.receive('f_env', 20) ORDER BY group_id, msg_id;
+SELECT courier.drop_topic('f_orders');
+SELECT courier.drop_topic('f_plain');
+SELECT courier.drop_queue('f_raw');
+SELECT courier.drop_queue('f_env');
+SELECT courier.drop_queue('f_standard');
+
+--
 -- privileges: publish, subscribe, admin per topic; subscribe also needs send
 -- on the queue; publishing does not look at the subscriber queues' grants
 --
@@ -227,7 +269,7 @@ SELECT courier.publish('pt_orders', 'hello'::text);
 RESET ROLE;
 
 -- a role allowed to create topics becomes admin of those it creates
-GRANT EXECUTE ON FUNCTION courier.create_topic(text) TO regress_topic_creator;
+GRANT EXECUTE ON FUNCTION courier.create_topic(text, boolean) TO regress_topic_creator;
 GRANT USAGE ON SCHEMA courier TO regress_topic_creator;
 SET ROLE regress_topic_creator;
 SELECT courier.create_topic('pt_mine');
@@ -242,7 +284,7 @@ SELECT courier.drop_queue('pt_q2');
 SELECT courier.drop_queue('t_email');
 SELECT courier.drop_queue('t_finance');
 SELECT courier.drop_queue('t_audit');
-REVOKE ALL ON FUNCTION courier.create_topic(text) FROM regress_topic_creator;
+REVOKE ALL ON FUNCTION courier.create_topic(text, boolean) FROM regress_topic_creator;
 REVOKE ALL ON SCHEMA courier FROM regress_topic_publisher, regress_topic_subscriber,
   regress_topic_admin, regress_topic_nobody, regress_topic_creator;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA courier FROM regress_topic_publisher,

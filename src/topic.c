@@ -13,6 +13,13 @@
  * a subscriber queue with a long backlog, in-flight leases or a purge
  * behind it does not change what the others get.
  *
+ * FIFO topics deliver only to FIFO queues, passing the publish's group_id
+ * and dedup_id on: each subscriber queue keeps its groups in commit order
+ * and deduplicates within its own dedup window.  Deliveries take the group
+ * locks of the subscriber queues in subscription order, so two publishers
+ * of one group are ordered alike in every queue and cannot deadlock on
+ * each other.
+ *
  * Privileges.  The caller needs publish on the topic; the subscriber
  * queues' grants are not consulted per message: the right to send into a
  * queue was checked when it was subscribed (subscribe needs subscribe on
@@ -74,6 +81,7 @@ typedef struct CourierTopic
 {
 	char		name[COURIER_MAX_NAME + 4];	/* hash key */
 	int32		topic_id;
+	bool		fifo;
 	MemoryContext cxt;			/* holds everything below */
 	int			ngrants;
 	CourierGrant *grants;
@@ -159,7 +167,7 @@ load_topic(CourierTopic *topic)
 	MemoryContext old;
 	bool		isnull;
 
-	execute_select("SELECT topic_id FROM courier.topic WHERE topic_name = $1",
+	execute_select("SELECT topic_id, fifo FROM courier.topic WHERE topic_name = $1",
 				   TEXTOID, CStringGetTextDatum(topic->name));
 	if (SPI_processed == 0)
 	{
@@ -168,6 +176,8 @@ load_topic(CourierTopic *topic)
 	}
 	topic->topic_id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 												  1, &isnull));
+	topic->fifo = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+											 2, &isnull));
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_courier topic", ALLOCSET_SMALL_SIZES);
 	topic->cxt = cxt;
 
@@ -285,18 +295,18 @@ topic_check_privilege(CourierCall *call, CourierTopic *topic, int privilege)
 						 topic->name, topic_privilege_name(privilege))));
 }
 
-/* Looks the topic up and checks the caller holds privilege on it; returns its id. */
-static int32
+/* Looks the topic up and checks the caller holds privilege on it. */
+static CourierTopic *
 checked_topic(CourierCall *call, text *name, int privilege)
 {
 	CourierTopic *topic = lookup_topic(name, false);
 
 	topic_check_privilege(call, topic, privilege);
-	return topic->topic_id;
+	return topic;
 }
 
 /*
- * courier.create_topic(topic_name text) RETURNS void
+ * courier.create_topic(topic_name text, fifo boolean) RETURNS void
  *		Create a topic; a caller who is not a superuser becomes its admin.
  *		Who may create topics is decided by EXECUTE on this function.
  */
@@ -305,12 +315,14 @@ Datum
 courier_create_topic(PG_FUNCTION_ARGS)
 {
 	text	   *name = courier_arg_text(fcinfo, 0, "topic name");
-	Oid			argtypes[2] = {TEXTOID, REGROLEOID};
-	Datum		values[2];
-	bool		isnull[2] = {false, false};
+	Oid			argtypes[3] = {TEXTOID, REGROLEOID, BOOLOID};
+	Datum		values[3];
+	bool		isnull[3] = {false, false, false};
 	CourierCall call;
 
 	courier_check_object_name("topic", VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name));
+	courier_arg_notnull(fcinfo, 1, "fifo");
+	values[2] = PG_GETARG_DATUM(1);
 	courier_enter(&call);
 	if (lookup_topic(name, true) != NULL)
 		ereport(ERROR,
@@ -319,7 +331,7 @@ courier_create_topic(PG_FUNCTION_ARGS)
 	values[0] = PointerGetDatum(name);
 	values[1] = ObjectIdGetDatum(call.caller);
 	isnull[1] = superuser_arg(call.caller);
-	courier_run_internal("SELECT courier._create_topic($1, $2)", 2, argtypes, values, isnull);
+	courier_run_internal("SELECT courier._create_topic($1, $2, $3)", 3, argtypes, values, isnull);
 	courier_leave(&call);
 	PG_RETURN_VOID();
 }
@@ -340,7 +352,7 @@ courier_drop_topic(PG_FUNCTION_ARGS)
 	CourierCall call;
 
 	courier_enter(&call);
-	value = Int32GetDatum(checked_topic(&call, name, TOPIC_PRIV_ADMIN));
+	value = Int32GetDatum(checked_topic(&call, name, TOPIC_PRIV_ADMIN)->topic_id);
 	courier_run_internal("SELECT courier._drop_topic($1)", 1, &argtype, &value, &isnull);
 	courier_leave(&call);
 	PG_RETURN_VOID();
@@ -361,7 +373,7 @@ change_topic_grant(FunctionCallInfo fcinfo, const char *internal)
 	values[2] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
 	isnull[2] = PG_ARGISNULL(2);
 	courier_enter(&call);
-	values[0] = Int32GetDatum(checked_topic(&call, name, TOPIC_PRIV_ADMIN));
+	values[0] = Int32GetDatum(checked_topic(&call, name, TOPIC_PRIV_ADMIN)->topic_id);
 	courier_run_internal(internal, 3, argtypes, values, isnull);
 	courier_leave(&call);
 }
@@ -439,7 +451,8 @@ courier_has_topic_privilege(PG_FUNCTION_ARGS)
  *
  * The filter policy is validated here, before anything is looked up, so a
  * malformed one is refused with the path of its bad part.  Needs subscribe
- * on the topic and send on the queue.  Subscribing the same queue again
+ * on the topic and send on the queue.  A FIFO topic takes only FIFO queues,
+ * a standard topic only standard queues.  Subscribing the same queue again
  * with the same settings returns the existing id.
  */
 PG_FUNCTION_INFO_V1(courier_subscribe);
@@ -455,6 +468,7 @@ courier_subscribe(PG_FUNCTION_ARGS)
 	Datum		values[5];
 	bool		isnull[5] = {false, false, false, false, false};
 	CourierCall call;
+	CourierTopic *topic;
 	CourierQueue *queue;
 	int64		id;
 
@@ -473,9 +487,17 @@ courier_subscribe(PG_FUNCTION_ARGS)
 		(void) filter_compile(policy, body_scope);
 
 	courier_enter(&call);
-	values[0] = Int32GetDatum(checked_topic(&call, topic_name, TOPIC_PRIV_SUBSCRIBE));
+	topic = checked_topic(&call, topic_name, TOPIC_PRIV_SUBSCRIBE);
+	values[0] = Int32GetDatum(topic->topic_id);
 	queue = courier_lookup_queue(queue_name, false);
 	courier_check_privilege(&call, queue, COURIER_PRIV_SEND);
+	if (queue->fifo != topic->fifo)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("%s topic \"%s\" cannot deliver to %s queue \"%s\"",
+						topic->fifo ? "FIFO" : "standard", topic->name,
+						queue->fifo ? "FIFO" : "standard", queue->name),
+				 errhint("A FIFO topic delivers to FIFO queues only, a standard topic to standard queues only.")));
 	values[1] = Int32GetDatum(queue->queue_id);
 	values[2] = PointerGetDatum(policy);
 	isnull[2] = (policy == NULL);
@@ -693,14 +715,48 @@ envelope(const char *topic, JsonbValue *publish_id, TimestampTz published_at,
 }
 
 /*
- * courier.publish(topic_name text, body jsonb|text|bytea, attributes jsonb)
- *	 RETURNS bigint
+ * The rules of group_id and dedup_id on a topic, checked whether or not
+ * any subscriber gets the message: a FIFO topic needs a group_id, dedup_id
+ * is for FIFO topics only, and both have the form FIFO queues want (which
+ * groups_check_message() checks, given a stand-in queue of the topic's kind).
+ */
+static void
+check_publish_ids(CourierTopic *topic, text *group_id, text *dedup_id)
+{
+	CourierQueue standin;
+	CourierMessage msg = {0};
+
+	if (topic->fifo && group_id == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("a message published to FIFO topic \"%s\" needs a group_id", topic->name)));
+	if (!topic->fifo && dedup_id != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("dedup_id applies only to FIFO topics"),
+				 errdetail("Topic \"%s\" is a standard topic.", topic->name)));
+	memset(&standin, 0, sizeof(standin));
+	strlcpy(standin.name, topic->name, sizeof(standin.name));
+	standin.fifo = topic->fifo;
+	msg.group_id = group_id;
+	msg.dedup_id = dedup_id;
+	msg.delay_us = -1;
+	groups_check_message(&standin, &msg);
+}
+
+/*
+ * courier.publish(topic_name text, body jsonb|text|bytea, attributes jsonb,
+ *				   group_id text, dedup_id text) RETURNS bigint
  *		Deliver a message to every subscription of the topic whose filter
  *		policy matches, in the caller's transaction; returns the publish id.
  *
  * Needs publish on the topic.  Takes the locks of one INSERT per matching
- * subscriber queue.  An error in any delivery (a body too large for one
- * subscriber queue's max_message_size) fails the whole publish.
+ * subscriber queue (and, on a FIFO topic, their group locks, in subscription
+ * order).  An error in any delivery (a body too large for one subscriber
+ * queue's max_message_size) fails the whole publish.  On a FIFO topic,
+ * group_id and dedup_id go with every delivery; an enveloped delivery to a
+ * queue with content_dedup is deduplicated by the published body, not by
+ * the envelope (which differs in every publish).
  */
 PG_FUNCTION_INFO_V1(courier_publish);
 Datum
@@ -713,6 +769,9 @@ courier_publish(PG_FUNCTION_ARGS)
 	Jsonb	   *json_body = NULL;
 	Jsonb	   *delivered = NULL;
 	Jsonb	   *wrapped = NULL;
+	text	   *group_id;
+	text	   *dedup_id;
+	text	   *content_id = NULL;
 	CourierCall call;
 	CourierTopic *topic;
 	TimestampTz now;
@@ -730,6 +789,8 @@ courier_publish(PG_FUNCTION_ARGS)
 	attributes = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
 	if (attributes != NULL)
 		check_publish_attributes(attributes);
+	group_id = PG_ARGISNULL(3) ? NULL : PG_GETARG_TEXT_PP(3);
+	dedup_id = PG_ARGISNULL(4) ? NULL : PG_GETARG_TEXT_PP(4);
 	if (body_type == JSONBOID)
 	{
 		json_body = DatumGetJsonbP(body);
@@ -739,6 +800,7 @@ courier_publish(PG_FUNCTION_ARGS)
 	courier_enter(&call);
 	topic = lookup_topic(name, false);
 	topic_check_privilege(&call, topic, TOPIC_PRIV_PUBLISH);
+	check_publish_ids(topic, group_id, dedup_id);
 	if (!OidIsValid(publish_seq_relid))
 		lookup_topic_relids();
 	publish_id = nextval_internal(publish_seq_relid, false);
@@ -751,10 +813,13 @@ courier_publish(PG_FUNCTION_ARGS)
 	{
 		TopicSubscription *sub = &topic->subscriptions[i];
 		CourierMessage msg = {0};
+		CourierQueue *queue;
 
 		if (sub->filter != NULL &&
 			!filter_match(sub->filter, sub->body_scope ? json_body : attributes))
 			continue;
+		/* the queue cache may be rebuilt here, never the topic cache */
+		queue = courier_lookup_queue(sub->queue_name, false);
 		if (delivered == NULL)
 			delivered = delivered_attributes(attributes, &id_value, topic->name);
 		if (sub->raw)
@@ -771,8 +836,25 @@ courier_publish(PG_FUNCTION_ARGS)
 		}
 		msg.attributes = delivered;
 		msg.delay_us = -1;
-		/* the queue cache may be rebuilt here, never the topic cache */
-		(void) courier_enqueue(courier_lookup_queue(sub->queue_name, false), &msg);
+		msg.group_id = group_id;
+		msg.dedup_id = dedup_id;
+		if (!sub->raw && queue->fifo && queue->content_dedup && dedup_id == NULL)
+		{
+			/* the content dedup id of the published body, as the queue would make it */
+			if (content_id == NULL)
+			{
+				CourierMessage published = {0};
+
+				published.body = body;
+				published.body_type = body_type;
+				published.group_id = group_id;
+				published.delay_us = -1;
+				groups_check_message(queue, &published);
+				content_id = published.dedup_id;
+			}
+			msg.dedup_id = content_id;
+		}
+		(void) courier_enqueue(queue, &msg);
 	}
 	courier_leave(&call);
 	PG_RETURN_INT64(publish_id);
