@@ -6,12 +6,17 @@
 #   2. the same deliveries by hand: BEGIN, courier.send to each matching queue, COMMIT;
 #   3. a single courier.send per transaction (the baseline of the issue's target);
 #   4. publish to 10 subscriptions that get the envelope (raw => false) instead of the body;
-#   5. storage: table bytes and WAL bytes per published message.
+#   5. server time per call without the commit: publish and send in loops inside the server
+#      (1,000 calls per batch, batches alternating, the fastest of TOPIC_CPU_BATCHES kept),
+#      which the WAL flush of one-per-transaction runs and other load on the machine hide;
+#   6. storage: table bytes and WAL bytes per published message.
 #
-# Settings (environment): TOPIC_SECONDS per pgbench run (default 10), TOPIC_STORE
-# publishes for the storage measurement (default 5000).  Targets from the issue are
-# printed, not asserted: publish to 10 subscribers costs at most 3x a single send and
-# less than sending by hand.  Runs in about 2 minutes.
+# The pgbench runs alternate over TOPIC_ROUNDS rounds (reversed order every second round), so
+# that a change in the machine's load hits all scenarios alike; rates are averaged.
+# Settings (environment): TOPIC_SECONDS per pgbench run (default 3), TOPIC_ROUNDS (3),
+# TOPIC_CPU_BATCHES (5), TOPIC_STORE publishes for the storage measurement (default 5000).
+# Targets from the issue are printed, not asserted: publish to 10 subscribers costs at most
+# 3x a single send and less than sending by hand.  Runs in about 2.5 minutes.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -19,7 +24,9 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$ROOT/tools/lib.sh"
 export PATH="$PGBIN:$PATH"
 
-TOPIC_SECONDS=${TOPIC_SECONDS:-10}
+TOPIC_SECONDS=${TOPIC_SECONDS:-3}
+TOPIC_ROUNDS=${TOPIC_ROUNDS:-3}
+TOPIC_CPU_BATCHES=${TOPIC_CPU_BATCHES:-5}
 TOPIC_STORE=${TOPIC_STORE:-5000}
 BODY='{"event": "booking.created", "booking_id": 1234567, "guest": "c-000042", "room": 101, "check_in": "2025-06-01", "nights": 3, "total": 45.47, "currency": "EUR", "channel": "web"}'
 ATTRS='{"kind": "match", "amount": 250}'
@@ -86,34 +93,89 @@ run() {
 }
 
 echo "pg_courier topics: $(sql 'SELECT version()' | cut -d, -f1), $(nproc) CPUs," \
-	"fsync and synchronous_commit on, ${TOPIC_SECONDS} s per run, 1 client, ~200-byte JSON body"
+	"fsync and synchronous_commit on, ${TOPIC_SECONDS} s per run, $TOPIC_ROUNDS rounds, 1 client," \
+	"~200-byte JSON body"
 echo "load before: $(uptime)"
 echo
 
-read -r single single_wal < <(run "$dir/send.sql" -D q=single)
-declare -A pub pubwal hand handwal
-for n in 1 10 100; do
-	read -r "pub[$n]" "pubwal[$n]" < <(run "$dir/publish.sql" -D t="t$n")
-	read -r "hand[$n]" "handwal[$n]" < <(run "$dir/hand$n.sql")
+# name script pgbench-variables
+scenarios=(
+	"single|$dir/send.sql|-D q=single"
+	"pub1|$dir/publish.sql|-D t=t1"
+	"hand1|$dir/hand1.sql|"
+	"pub10|$dir/publish.sql|-D t=t10"
+	"hand10|$dir/hand10.sql|"
+	"pub100|$dir/publish.sql|-D t=t100"
+	"hand100|$dir/hand100.sql|"
+	"env10|$dir/publish.sql|-D t=t10e"
+)
+declare -A tps wal
+for ((r = 1; r <= TOPIC_ROUNDS; r++)); do
+	order=("${scenarios[@]}")
+	if ((r % 2 == 0)); then
+		order=()
+		for ((k = ${#scenarios[@]} - 1; k >= 0; k--)); do order+=("${scenarios[k]}"); done
+	fi
+	for sc in "${order[@]}"; do
+		IFS='|' read -r name script vars <<<"$sc"
+		# shellcheck disable=SC2086
+		read -r t w < <(run "$script" $vars)
+		tps[$name]=$(awk -v a="${tps[$name]:-0}" -v b="$t" -v n="$TOPIC_ROUNDS" 'BEGIN { print a + b / n }')
+		wal[$name]=$(awk -v a="${wal[$name]:-0}" -v b="$w" -v n="$TOPIC_ROUNDS" 'BEGIN { print a + b / n }')
+	done
 done
-read -r env10 env10wal < <(run "$dir/publish.sql" -D t=t10e)
 
+row() {	# label subs match scenario [by-hand scenario]
+	awk -v l="$1" -v n="$2" -v m="$3" -v p="${tps[$4]}" -v w="${wal[$4]}" -v s="${tps[single]}" \
+		-v h="${5:+${tps[$5]}}" 'BEGIN {
+		printf "%-46s %5s %5s %9.0f %9.0f %11.2fx %10s\n", l, n, m, p, w, s / p,
+			(h == "" ? "-" : sprintf("%.2fx", p / h)) }'
+}
 printf '%-46s %5s %5s %9s %9s %12s %10s\n' "scenario" "subs" "match" "tx/s" "WAL B/tx" "cost/send" "vs hand"
-printf '%-46s %5s %5s %9.0f %9s %11.2fx %10s\n' "single courier.send" - 1 "$single" "$single_wal" 1 -
+row "single courier.send" - 1 single
 for n in 1 10 100; do
-	m=$(((n + 1) / 2))
-	awk -v n="$n" -v m="$m" -v p="${pub[$n]}" -v pw="${pubwal[$n]}" -v h="${hand[$n]}" -v hw="${handwal[$n]}" \
-		-v s="$single" 'BEGIN {
-		printf "%-46s %5d %5d %9.0f %9d %11.2fx %9.2fx\n", "publish (raw)", n, m, p, pw, s / p, p / h
-		printf "%-46s %5d %5d %9.0f %9d %11.2fx %10s\n", "by hand: send to each matching queue, 1 tx", n, m, h, hw, s / h, "-" }'
+	row "publish (raw)" "$n" $(((n + 1) / 2)) "pub$n" "hand$n"
+	row "by hand: send to each matching queue, 1 tx" "$n" $(((n + 1) / 2)) "hand$n"
 done
-awk -v p="$env10" -v pw="$env10wal" -v h="${hand[10]}" -v s="$single" 'BEGIN {
-	printf "%-46s %5d %5d %9.0f %9d %11.2fx %9.2fx\n", "publish (envelope, raw => false)", 10, 5, p, pw, s / p, p / h }'
+row "publish (envelope, raw => false)" 10 5 env10 hand10
 echo
-awk -v p="${pub[10]}" -v h="${hand[10]}" -v s="$single" 'BEGIN {
+awk -v p="${tps[pub10]}" -v h="${tps[hand10]}" -v s="${tps[single]}" 'BEGIN {
 	printf "target: publish to 10 subscribers <= 3x a single send: %.2fx (%s); faster than by hand: %.2fx (%s)\n",
 		s / p, (s / p <= 3 ? "met" : "missed"), p / h, (p > h ? "met" : "missed") }'
 echo "(cost/send: a single send's tx/s divided by the scenario's; vs hand: publish tx/s over by-hand tx/s)"
+echo
+
+# Server time per call, without the commit: each batch is one statement looping 1,000 calls
+# (200 for t100) in one transaction; the batches of all kinds alternate, the fastest counts.
+echo "server time per call, no commit (fastest of $TOPIC_CPU_BATCHES alternating batches of 1,000 calls):"
+as_pguser psql -X -A -t -q -F ' ' -v ON_ERROR_STOP=1 <<SQL | awk '
+	$1 == "send" { s = $2 }
+	{ us[$1] = $2; order[++n] = $1 }
+	END {
+		for (i = 1; i <= n; i++)
+			printf "  %-46s %8.1f us  %6.2fx a send\n", label[order[i]] = (order[i] == "send" ? "courier.send" : "publish to " order[i]), us[order[i]], us[order[i]] / s
+	}'
+CREATE FUNCTION pg_temp.per_call(kind text, n integer) RETURNS float8 LANGUAGE plpgsql AS \$\$
+DECLARE
+	t0 timestamptz := clock_timestamp();
+BEGIN
+	FOR i IN 1 .. n LOOP
+		IF kind = 'send' THEN
+			PERFORM courier.send('single', '$BODY'::jsonb, '$ATTRS'::jsonb);
+		ELSE
+			PERFORM courier.publish(kind, '$BODY'::jsonb, '$ATTRS'::jsonb);
+		END IF;
+	END LOOP;
+	RETURN extract(epoch FROM clock_timestamp() - t0) * 1e6 / n;
+END \$\$;
+SELECT k, round(min(us)::numeric, 1) FROM (
+	SELECT u.k, u.o, pg_temp.per_call(u.k, CASE WHEN u.k = 't100' THEN 200 ELSE 1000 END) AS us
+	  FROM generate_series(1, $TOPIC_CPU_BATCHES) r,
+		   unnest(ARRAY['send', 't1', 't10', 't10e', 't100']) WITH ORDINALITY AS u(k, o)
+	 ORDER BY r, u.o) x
+ GROUP BY k, o ORDER BY o;
+SQL
+echo "  (t1: 1 subscription, matching; t10: 10, 5 matching, raw; t10e: the same with envelopes; t100: 100, 50 matching)"
 echo
 
 # Storage: the body is copied into each matching queue (one row per delivery).
