@@ -237,6 +237,14 @@ SELECT courier.has_topic_privilege('pt_orders', 'read');
 SELECT courier.publish('pt_orders', 'hello'::text) > 0 AS published;
 SELECT pg_temp.sqlstate_of($$SELECT courier.subscribe('pt_orders', 'pt_q2')$$) AS subscribe;
 SELECT pg_temp.sqlstate_of($$SELECT courier.send('pt_q1', 'x'::text)$$) AS send_to_subscriber_queue;
+-- the topic catalog itself stays closed: only the views show it
+SELECT label, pg_temp.sqlstate_of(stmt) AS sqlstate
+  FROM (VALUES
+    ('select subscription', $$SELECT * FROM courier.subscription$$),
+    ('insert subscription', $$INSERT INTO courier.subscription (topic_id, queue_id) VALUES (1, 1)$$),
+    ('select topic_grant', $$SELECT * FROM courier.topic_grant$$),
+    ('_subscribe', $$SELECT courier._subscribe(1, 1, NULL, 'attributes', true)$$)
+  ) AS v(label, stmt);
 SELECT topic_name FROM courier.topics;
 SELECT count(*) AS visible_subscriptions FROM courier.subscriptions;
 RESET ROLE;

@@ -133,7 +133,10 @@ typedef struct CompileState
 
 static void compile_object(CompileState *st, JsonbContainer *obj, FilterAnd *and);
 
-/* Appends ".key" (quoted unless plain, cut to 64 bytes) to the error path; returns the old length. */
+/*
+ * Appends ".key" (quoted unless plain, cut to 64 bytes) to the error path;
+ * returns the old length.
+ */
 static int
 where_push_key(CompileState *st, const char *key, int len)
 {
