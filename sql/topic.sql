@@ -129,6 +129,28 @@ SELECT courier.publish('bookings', '{}'::jsonb, '{"event": "booking.created", "a
 SELECT * FROM pg_temp.depths();
 
 --
+-- alter_subscription: a new policy, scope or delivery applies to the next
+-- publish; the policy that results must be valid for the scope that results
+--
+SELECT courier.alter_subscription(:email, filter => '{"event": ["booking.cancelled"]}');
+SELECT courier.publish('bookings', '{}'::jsonb, '{"event": "booking.cancelled", "amount": 5}') > 0;
+SELECT courier.alter_subscription(:partner, filter_scope => 'attributes');
+SELECT courier.alter_subscription(:partner, filter => '{"country": ["DE"]}',
+                                  filter_scope => 'attributes', raw => true);
+SELECT courier.publish('bookings', 'to partner'::text, '{"country": "DE"}') > 0;
+SELECT body, body_text FROM courier.receive('t_partner', 10) ORDER BY msg_id;
+SELECT courier.alter_subscription(:email, filter => '{"event": [{"prefix": 1}]}');
+SELECT courier.alter_subscription(:email, filter_scope => 'payload');
+SELECT courier.alter_subscription(-1, raw => true);
+SELECT courier.alter_subscription(NULL);
+SELECT queue_name, filter_policy, filter_scope, raw FROM courier.subscriptions
+ ORDER BY subscription_id;
+SELECT * FROM pg_temp.depths();
+SELECT courier.alter_subscription(:email, filter => '{"event": ["booking.created"]}');
+-- subscribing with the settings it now has returns the same subscription
+SELECT courier.subscribe('bookings', 't_email', '{"event": ["booking.created"]}') = :email AS same_id;
+
+--
 -- unsubscribe: later publishes skip that queue, even in the same transaction
 --
 BEGIN;
@@ -259,7 +281,9 @@ SELECT courier.grant('pt_q2', 'regress_topic_subscriber', 'send');
 SET ROLE regress_topic_subscriber;
 SELECT courier.subscribe('pt_orders', 'pt_q2') AS pt_sub2 \gset
 SELECT queue_name FROM courier.subscriptions ORDER BY subscription_id;
--- it may remove its own subscription, not one into a queue it cannot send to
+-- it may change or remove its own subscription, not one into a queue it cannot send to
+SELECT courier.alter_subscription(:pt_sub1, raw => true);
+SELECT courier.alter_subscription(:pt_sub2, raw => true);
 SELECT courier.unsubscribe(:pt_sub1);
 SELECT courier.unsubscribe(:pt_sub2);
 RESET ROLE;

@@ -2,8 +2,8 @@
  *
  * topic.c
  *	  Topics: courier.create_topic(), drop_topic(), grant_topic(),
- *	  revoke_topic(), has_topic_privilege(), subscribe(), unsubscribe() and
- *	  publish().
+ *	  revoke_topic(), has_topic_privilege(), subscribe(), alter_subscription(),
+ *	  unsubscribe() and publish().
  *
  * publish() delivers one message into every subscribed queue whose filter
  * policy matches, through courier_enqueue() (send.c), in the caller's
@@ -444,6 +444,23 @@ courier_has_topic_privilege(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(result);
 }
 
+/* filter_scope: 'attributes' (false) or 'body' (true) */
+static bool
+parse_filter_scope(text *scope)
+{
+	char	   *s = text_to_cstring(scope);
+
+	if (strcmp(s, "attributes") == 0)
+		return false;
+	if (strcmp(s, "body") == 0)
+		return true;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("unrecognized filter_scope \"%s\"", s),
+			 errhint("Valid values are attributes and body.")));
+	pg_unreachable();
+}
+
 /*
  * courier.subscribe(topic_name text, queue text, filter jsonb, raw boolean,
  *					 filter_scope text) RETURNS bigint
@@ -474,15 +491,7 @@ courier_subscribe(PG_FUNCTION_ARGS)
 
 	courier_arg_notnull(fcinfo, 3, "raw");
 	scope = courier_arg_text(fcinfo, 4, "filter_scope");
-	if (strcmp(text_to_cstring(scope), "attributes") == 0)
-		body_scope = false;
-	else if (strcmp(text_to_cstring(scope), "body") == 0)
-		body_scope = true;
-	else
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("unrecognized filter_scope \"%s\"", text_to_cstring(scope)),
-				 errhint("Valid values are attributes and body.")));
+	body_scope = parse_filter_scope(scope);
 	if (policy != NULL)
 		(void) filter_compile(policy, body_scope);
 
@@ -510,6 +519,84 @@ courier_subscribe(PG_FUNCTION_ARGS)
 }
 
 /*
+ * Looks a subscription up and checks that the caller may change it: admin
+ * on the topic, or what subscribing needed (subscribe on the topic, send on
+ * the queue).  Returns its policy (NULL: none) and scope.
+ */
+static void
+checked_subscription(CourierCall *call, Datum id, Jsonb **policy, bool *body_scope)
+{
+	HeapTuple	tuple;
+	TupleDesc	tupdesc;
+	text	   *queue_name;
+	CourierTopic *topic;
+	Datum		value;
+	bool		isnull;
+
+	execute_select("SELECT t.topic_name, q.queue_name, s.filter_policy, s.filter_scope = 'body'"
+				   "  FROM courier.subscription s"
+				   "  JOIN courier.topic t USING (topic_id) JOIN courier.queue q USING (queue_id)"
+				   " WHERE s.subscription_id = $1",
+				   INT8OID, id);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("subscription " INT64_FORMAT " does not exist", DatumGetInt64(id))));
+	tuple = SPI_tuptable->vals[0];
+	tupdesc = SPI_tuptable->tupdesc;
+	queue_name = DatumGetTextPCopy(SPI_getbinval(tuple, tupdesc, 2, &isnull));
+	value = SPI_getbinval(tuple, tupdesc, 3, &isnull);
+	*policy = isnull ? NULL : DatumGetJsonbPCopy(value);
+	*body_scope = DatumGetBool(SPI_getbinval(tuple, tupdesc, 4, &isnull));
+	topic = lookup_topic(DatumGetTextPCopy(SPI_getbinval(tuple, tupdesc, 1, &isnull)), false);
+	if (!topic_has_privilege(call->caller, topic, TOPIC_PRIV_ADMIN))
+	{
+		topic_check_privilege(call, topic, TOPIC_PRIV_SUBSCRIBE);
+		courier_check_privilege(call, courier_lookup_queue(queue_name, false), COURIER_PRIV_SEND);
+	}
+}
+
+/*
+ * courier.alter_subscription(subscription_id bigint, filter jsonb,
+ *							  raw boolean, filter_scope text) RETURNS void
+ *		Change a subscription's filter policy, delivery or scope (NULL keeps
+ *		a setting; filter => '{}' lets every message through).  The policy
+ *		that results is validated for the scope that results.  Takes effect
+ *		for the next publish in every session.  Needs what unsubscribe needs.
+ */
+PG_FUNCTION_INFO_V1(courier_alter_subscription);
+Datum
+courier_alter_subscription(PG_FUNCTION_ARGS)
+{
+	Oid			argtypes[4] = {INT8OID, JSONBOID, TEXTOID, BOOLOID};
+	Datum		values[4];
+	bool		isnull[4] = {false, false, false, false};
+	Jsonb	   *policy;
+	bool		body_scope;
+	CourierCall call;
+
+	courier_arg_notnull(fcinfo, 0, "subscription id");
+	values[0] = PG_GETARG_DATUM(0);
+	courier_enter(&call);
+	checked_subscription(&call, values[0], &policy, &body_scope);
+	if (!PG_ARGISNULL(1))
+		policy = PG_GETARG_JSONB_P(1);
+	if (!PG_ARGISNULL(3))
+		body_scope = parse_filter_scope(PG_GETARG_TEXT_PP(3));
+	if (policy != NULL)
+		(void) filter_compile(policy, body_scope);
+	values[1] = PointerGetDatum(policy);
+	isnull[1] = (policy == NULL);
+	values[2] = CStringGetTextDatum(body_scope ? "body" : "attributes");
+	values[3] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
+	isnull[3] = PG_ARGISNULL(2);
+	courier_run_internal("SELECT courier._alter_subscription($1, $2, $3, $4)",
+						 4, argtypes, values, isnull);
+	courier_leave(&call);
+	PG_RETURN_VOID();
+}
+
+/*
  * courier.unsubscribe(subscription_id bigint) RETURNS void
  *		Remove a subscription.  Needs admin on the topic, or what subscribing
  *		needed: subscribe on the topic and send on the queue.
@@ -521,30 +608,14 @@ courier_unsubscribe(PG_FUNCTION_ARGS)
 	Oid			argtype = INT8OID;
 	Datum		id;
 	bool		isnull = false;
-	text	   *topic_name;
-	text	   *queue_name;
+	Jsonb	   *policy;
+	bool		body_scope;
 	CourierCall call;
-	CourierTopic *topic;
 
 	courier_arg_notnull(fcinfo, 0, "subscription id");
 	id = PG_GETARG_DATUM(0);
 	courier_enter(&call);
-	execute_select("SELECT t.topic_name, q.queue_name FROM courier.subscription s"
-				   "  JOIN courier.topic t USING (topic_id) JOIN courier.queue q USING (queue_id)"
-				   " WHERE s.subscription_id = $1",
-				   INT8OID, id);
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("subscription " INT64_FORMAT " does not exist", DatumGetInt64(id))));
-	topic_name = cstring_to_text(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
-	queue_name = cstring_to_text(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2));
-	topic = lookup_topic(topic_name, false);
-	if (!topic_has_privilege(call.caller, topic, TOPIC_PRIV_ADMIN))
-	{
-		topic_check_privilege(&call, topic, TOPIC_PRIV_SUBSCRIBE);
-		courier_check_privilege(&call, courier_lookup_queue(queue_name, false), COURIER_PRIV_SEND);
-	}
+	checked_subscription(&call, id, &policy, &body_scope);
 	courier_run_internal("SELECT courier._unsubscribe($1)", 1, &argtype, &id, &isnull);
 	courier_leave(&call);
 	PG_RETURN_VOID();

@@ -89,6 +89,7 @@ RETURNS text[] LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 			'courier.publish(text, bytea, jsonb, text, text)'] ELSE '{}' END
 		|| CASE WHEN privilege IN ('subscribe', 'admin') THEN ARRAY[
 			'courier.subscribe(text, text, jsonb, boolean, text)',
+			'courier.alter_subscription(bigint, jsonb, boolean, text)',
 			'courier.unsubscribe(bigint)'] ELSE '{}' END
 		|| CASE WHEN privilege = 'admin' THEN ARRAY[
 			'courier.drop_topic(text)',
@@ -190,6 +191,15 @@ BEGIN
 	RETURN id;
 END $$;
 
+/* Sets a subscription's policy and scope (validated by the caller); raw NULL keeps it. */
+CREATE FUNCTION courier._alter_subscription(sid bigint, filter_policy jsonb, filter_scope text,
+											raw boolean)
+RETURNS void LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+	UPDATE courier.subscription s
+	   SET filter_policy = $2, filter_scope = $3, raw = COALESCE($4, s.raw)
+	 WHERE s.subscription_id = $1
+$$;
+
 CREATE FUNCTION courier._unsubscribe(sid bigint)
 RETURNS void LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
 	DELETE FROM courier.subscription WHERE subscription_id = sid
@@ -199,7 +209,8 @@ REVOKE ALL ON FUNCTION courier._invalidate_topic_cache(), courier._drop_queue_su
 	courier._topic_privilege_functions(text), courier._check_topic_privilege(text),
 	courier._grant_topic(integer, regrole, text), courier._revoke_topic(integer, regrole, text),
 	courier._create_topic(text, regrole, boolean), courier._drop_topic(integer),
-	courier._subscribe(integer, integer, jsonb, text, boolean), courier._unsubscribe(bigint)
+	courier._subscribe(integer, integer, jsonb, text, boolean),
+	courier._alter_subscription(bigint, jsonb, text, boolean), courier._unsubscribe(bigint)
 	FROM PUBLIC;
 
 /* Topic administration, subscriptions and publishing (C: src/topic.c) */
@@ -222,6 +233,10 @@ RETURNS boolean AS 'MODULE_PATHNAME', 'courier_has_topic_privilege' LANGUAGE C S
 CREATE FUNCTION courier.subscribe(topic_name text, queue text, filter jsonb DEFAULT NULL,
 	raw boolean DEFAULT false, filter_scope text DEFAULT 'attributes')
 RETURNS bigint AS 'MODULE_PATHNAME', 'courier_subscribe' LANGUAGE C;
+
+CREATE FUNCTION courier.alter_subscription(subscription_id bigint, filter jsonb DEFAULT NULL,
+	raw boolean DEFAULT NULL, filter_scope text DEFAULT NULL)
+RETURNS void AS 'MODULE_PATHNAME', 'courier_alter_subscription' LANGUAGE C;
 
 CREATE FUNCTION courier.unsubscribe(subscription_id bigint)
 RETURNS void AS 'MODULE_PATHNAME', 'courier_unsubscribe' LANGUAGE C;
