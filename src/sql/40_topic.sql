@@ -162,8 +162,9 @@ END $$;
 
 /*
  * Subscribes queue qid to topic tid.  Subscribing a queue again with the
- * same settings returns the existing subscription (as SNS's Subscribe does);
- * with other settings it is refused.
+ * same settings returns the existing subscription (as SNS's Subscribe does),
+ * also when two sessions subscribe it at once; with other settings it is
+ * refused.
  */
 CREATE FUNCTION courier._subscribe(tid integer, qid integer, filter_policy jsonb,
 								   filter_scope text, raw boolean)
@@ -173,22 +174,28 @@ DECLARE
 	id bigint;
 BEGIN
 	SELECT * INTO s FROM courier.subscription d WHERE d.topic_id = tid AND d.queue_id = qid;
-	IF FOUND THEN
-		IF s.filter_policy IS NOT DISTINCT FROM _subscribe.filter_policy
-		   AND s.filter_scope = _subscribe.filter_scope AND s.raw = _subscribe.raw THEN
-			RETURN s.subscription_id;
+	IF NOT FOUND THEN
+		INSERT INTO courier.subscription (topic_id, queue_id, filter_policy, filter_scope, raw)
+			VALUES (tid, qid, filter_policy, filter_scope, raw)
+			ON CONFLICT (topic_id, queue_id) DO NOTHING
+			RETURNING subscription_id INTO id;
+		IF id IS NOT NULL THEN
+			RETURN id;
 		END IF;
-		RAISE EXCEPTION 'queue "%" is already subscribed to topic "%" with other settings',
-				(SELECT q.queue_name FROM courier.queue q WHERE q.queue_id = qid),
-				(SELECT t.topic_name FROM courier.topic t WHERE t.topic_id = tid)
-			USING ERRCODE = 'duplicate_object',
-				  DETAIL = format('Subscription %s has them.', s.subscription_id),
-				  HINT = 'Unsubscribe it first; both in one transaction, no message is missed.';
+		/* another session subscribed it meanwhile and committed */
+		SELECT * INTO STRICT s FROM courier.subscription d
+		 WHERE d.topic_id = tid AND d.queue_id = qid;
 	END IF;
-	INSERT INTO courier.subscription (topic_id, queue_id, filter_policy, filter_scope, raw)
-		VALUES (tid, qid, filter_policy, filter_scope, raw)
-		RETURNING subscription_id INTO id;
-	RETURN id;
+	IF s.filter_policy IS NOT DISTINCT FROM _subscribe.filter_policy
+	   AND s.filter_scope = _subscribe.filter_scope AND s.raw = _subscribe.raw THEN
+		RETURN s.subscription_id;
+	END IF;
+	RAISE EXCEPTION 'queue "%" is already subscribed to topic "%" with other settings',
+			(SELECT q.queue_name FROM courier.queue q WHERE q.queue_id = qid),
+			(SELECT t.topic_name FROM courier.topic t WHERE t.topic_id = tid)
+		USING ERRCODE = 'duplicate_object',
+			  DETAIL = format('Subscription %s has them.', s.subscription_id),
+			  HINT = 'Change it with alter_subscription, or unsubscribe it first.';
 END $$;
 
 /* Sets a subscription's policy and scope (validated by the caller); raw NULL keeps it. */
