@@ -701,7 +701,7 @@ push_jsonb(JsonbParseState **state, Jsonb *jb)
 	pushJsonbValue(state, WJB_VALUE, &v);
 }
 
-/* The attributes of every delivery: those published plus courier.publish_id and courier.topic. */
+/* The attributes of every delivery: the published ones, courier.publish_id and courier.topic. */
 static Jsonb *
 delivered_attributes(Jsonb *attributes, JsonbValue *publish_id, const char *topic)
 {
@@ -739,6 +739,7 @@ envelope(const char *topic, JsonbValue *publish_id, TimestampTz published_at,
 {
 	JsonbParseState *state = NULL;
 	JsonbValue *result;
+	const char *type_name;
 	char	   *at = JsonEncodeDateTime(NULL, TimestampTzGetDatum(published_at),
 										TIMESTAMPTZOID, NULL);
 
@@ -778,9 +779,9 @@ envelope(const char *topic, JsonbValue *publish_id, TimestampTz published_at,
 			elog(ERROR, "pg_courier: base64 encoding failed");
 		push_string(&state, enc, n);
 	}
+	type_name = body_type == JSONBOID ? "jsonb" : body_type == TEXTOID ? "text" : "bytea";
 	push_key(&state, "body_type");
-	push_string(&state, body_type == JSONBOID ? "jsonb" : body_type == TEXTOID ? "text" : "bytea",
-				body_type == JSONBOID ? 5 : body_type == TEXTOID ? 4 : 5);
+	push_string(&state, type_name, strlen(type_name));
 	result = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
 	return JsonbValueToJsonb(result);
 }
