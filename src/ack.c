@@ -20,6 +20,7 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
 #include "storage/lock.h"
@@ -131,7 +132,8 @@ forget_emptied_groups(CourierQueue *queue)
 
 		/* messages of a group are mostly adjacent; a repeat only costs a statement */
 		if (isnull || (ngroups > 0 &&
-					   DatumGetBool(DirectFunctionCall2(texteq, groups[ngroups - 1], group))))
+					   DatumGetBool(DirectFunctionCall2Coll(texteq, C_COLLATION_OID,
+																 groups[ngroups - 1], group))))
 			continue;
 		groups[ngroups++] = PointerGetDatum(DatumGetTextPCopy(group));
 	}
