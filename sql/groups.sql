@@ -607,11 +607,39 @@ SELECT * FROM pg_temp.counts('gt_tx');
 SELECT * FROM pg_temp.recv('t1', 'gt_tx');
 
 --
+-- the group line: an ack that empties a group removes the group's row at
+-- once (ack and ack_batch); a group that keeps messages keeps its row
+--
+SELECT courier.create_queue('gt_line', fifo => true);
+CREATE FUNCTION pg_temp.line(qname text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+	r text;
+BEGIN
+	EXECUTE format('SELECT string_agg(group_id, '','' ORDER BY group_id) FROM courier.g_%s
+					 WHERE group_id <> ''''',
+				   (SELECT q.queue_id FROM courier.queue q WHERE q.queue_name = qname)) INTO r;
+	RETURN coalesce(r, '-');
+END $$;
+INSERT INTO sent
+SELECT l, courier.send('gt_line', l, group_id => substr(l, 2, 1))
+  FROM unnest(ARRAY['LP1', 'LP2', 'LQ1', 'LR1', 'LR2']) AS l;
+SELECT pg_temp.line('gt_line');
+SELECT * FROM pg_temp.recv('line 1', 'gt_line', 10);
+SELECT courier.ack('gt_line', pg_temp.rcpt('line 1', 'LP1'));
+SELECT courier.ack('gt_line', pg_temp.rcpt('line 1', 'LQ1'));
+SELECT pg_temp.line('gt_line');
+SELECT courier.ack_batch('gt_line', ARRAY[pg_temp.rcpt('line 1', 'LP2'),
+                                          pg_temp.rcpt('line 1', 'LR1'),
+                                          pg_temp.rcpt('line 1', 'LR2')]);
+SELECT pg_temp.line('gt_line');
+
+--
 -- clean up
 --
 SELECT courier.drop_queue(q)
   FROM unnest(ARRAY['gt_fifo', 'gt_cdedup', 'gt_std', 'gt_std_defaults', 'gt_win_min',
                     'gt_win_max', 'gt_src_fifo', 'gt_src_std', 'gt_dlq_fifo', 'gt_dlq_std',
                     'gt_long', 'gt_multi', 'gt_fair', 'gt_exp', 'gt_exp2', 'gt_dedup',
-                    'gt_dedup2', 'gt_delay', 'gt_maint', 'gt_tx']) AS q;
+                    'gt_dedup2', 'gt_delay', 'gt_maint', 'gt_tx', 'gt_line']) AS q;
 SELECT count(*) AS left_over FROM courier.queue WHERE queue_name LIKE 'gt\_%';
