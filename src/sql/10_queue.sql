@@ -217,6 +217,15 @@ RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
 	EXECUTE format('CREATE INDEX %I ON courier.%I (group_id, msg_id)',
 				   'q_' || qid || '_group', 'q_' || qid);
+	/*
+	 * Tell the planner that a group is small.  The cached plans find a
+	 * group's head by its group index; with few, large groups in the
+	 * statistics it would rather walk the primary key in id order and skip
+	 * other groups' messages, which reads the whole queue to reach a group
+	 * whose messages are all at its end.
+	 */
+	EXECUTE format('ALTER TABLE courier.%I ALTER COLUMN group_id SET (n_distinct = -0.5)',
+				   'q_' || qid);
 	EXECUTE format('CREATE INDEX %I ON courier.%I (group_id, invisible_until)',
 				   'l_' || qid || '_group', 'l_' || qid);
 	EXECUTE format($ddl$
