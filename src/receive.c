@@ -390,6 +390,16 @@ receive_rounds(ReceiveState *rs, TimestampTz now)
 	}
 }
 
+/* Whether this receive call leased msg_id already. */
+static bool
+leased_here(ReceiveState *rs, int64 msg_id)
+{
+	for (int i = 0; i < rs->got; i++)
+		if (rs->row_ids[i] == msg_id)
+			return true;
+	return false;
+}
+
 /*
  * Leases, on a FIFO queue, up to max_messages - got messages visible at
  * 'now' into the result: group by group, in turn order (groups.c).
@@ -427,6 +437,7 @@ receive_fifo_rounds(ReceiveState *rs, TimestampTz now)
 		int64	   *turns;
 		int64	   *heads;
 		Datum	   *groups;
+		bool		requery = false;
 
 		plan = courier_plan(queue, PLAN_FIFO_CANDIDATES,
 							"SELECT g.turn, h.msg_id, g.group_id FROM courier.g_%1$d g"
@@ -463,6 +474,14 @@ receive_fifo_rounds(ReceiveState *rs, TimestampTz now)
 			uint64		leased;
 
 			last_turn = turns[i];
+
+			/*
+			 * A group served by this call comes up again behind the others
+			 * when its leases have ended already (visibility_timeout 0): a
+			 * message is delivered once per call.
+			 */
+			if (leased_here(rs, heads[i]))
+				continue;
 			if (!courier_lock_message(heads[i], false))
 			{
 				rs->skipped_locked++;
@@ -537,13 +556,18 @@ receive_fifo_rounds(ReceiveState *rs, TimestampTz now)
 				if (queue->dead_letter_queue_id != 0)
 					rs->moved += dead_letter(queue, &heads[i], 1, now, &moved);
 				if (moved)
+				{
+					/* the group's next message may go now: look at the group again */
 					groups_forget_if_empty(queue, groups[i]);
-				else
-					courier_unlock_message(heads[i]);
+					last_turn = turns[i] - 1;
+					requery = true;
+					break;
+				}
+				courier_unlock_message(heads[i]);
 			}
 			CHECK_FOR_INTERRUPTS();
 		}
-		if (n < (uint64) limit)
+		if (n < (uint64) limit && !requery)
 			break;
 	}
 }

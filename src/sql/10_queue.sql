@@ -217,6 +217,15 @@ RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
 	EXECUTE format('CREATE INDEX %I ON courier.%I (group_id, msg_id)',
 				   'q_' || qid || '_group', 'q_' || qid);
+	/*
+	 * Tell the planner that a group is small.  The cached plans find a
+	 * group's head by its group index; with few, large groups in the
+	 * statistics it would rather walk the primary key in id order and skip
+	 * other groups' messages, which reads the whole queue to reach a group
+	 * whose messages are all at its end.
+	 */
+	EXECUTE format('ALTER TABLE courier.%I ALTER COLUMN group_id SET (n_distinct = -0.5)',
+				   'q_' || qid);
 	EXECUTE format('CREATE INDEX %I ON courier.%I (group_id, invisible_until)',
 				   'l_' || qid || '_group', 'l_' || qid);
 	EXECUTE format($ddl$
@@ -676,9 +685,10 @@ REVOKE ALL ON FUNCTION courier._maintain_fifo(integer) FROM PUBLIC;
  * courier.maintain(): removes messages older than their queue's retention.
  *
  * Never waits: a run that finds another one running returns 0 at once.
- * First the leases left by messages removed in earlier runs
- * (no consumer touches a lease without its message; SKIP LOCKED covers a
- * concurrent maintain).  Then the expired messages, 1,000 at a time: those
+ * First leases whose message is gone (no consumer touches a lease without
+ * its message; SKIP LOCKED covers a concurrent maintain).  Then the expired
+ * messages with their leases (a lease left in force would keep a FIFO
+ * queue's group busy), 1,000 at a time: those
  * whose message lock another session holds (being received or acknowledged
  * right now) are left for the next run; the locks taken are given back after
  * each batch, so the lock table never fills up.  A consumer that leases such
@@ -717,11 +727,13 @@ BEGIN
 					SELECT d.msg_id FROM doomed d WHERE courier._try_lock_message(d.msg_id)),
 				removed AS (
 					DELETE FROM courier.%1$I m USING locked WHERE m.msg_id = locked.msg_id
-					RETURNING m.msg_id)
+					RETURNING m.msg_id),
+				unleased AS (
+					DELETE FROM courier.%2$I l USING removed WHERE l.msg_id = removed.msg_id)
 				SELECT (SELECT pg_catalog.count(*) FROM doomed),
 					   (SELECT pg_catalog.max(msg_id) FROM doomed),
 					   (SELECT pg_catalog.array_agg(msg_id) FROM removed)$sql$,
-				'q_' || q.queue_id) INTO selected, last, gone USING cutoff, last;
+				'q_' || q.queue_id, 'l_' || q.queue_id) INTO selected, last, gone USING cutoff, last;
 			IF gone IS NOT NULL THEN
 				total := total + pg_catalog.cardinality(gone);
 				PERFORM courier._unlock_message(g) FROM pg_catalog.unnest(gone) g;
