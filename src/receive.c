@@ -413,7 +413,10 @@ leased_here(ReceiveState *rs, int64 msg_id)
  *	   and no lease of the group is in force, lease the head and the visible
  *	   messages right after it (up to what is still wanted, stopping at the
  *	   first that is not visible or was delivered max_receives times), and
- *	   move the group to the back of the line.
+ *	   move the group to the back of the line (unless that took all its
+ *	   messages: its acks will remove it from the line, and moving it first
+ *	   would only add a row version and two index entries per message to a
+ *	   queue of one-message groups).
  * Who leases a group holds its head's lock until commit, so a concurrent
  * receive either fails to lock the head or sees the leases in step 3.
  */
@@ -522,7 +525,9 @@ receive_fifo_rounds(ReceiveState *rs, TimestampTz now)
 								" RETURNING l.msg_id, l.receive_count),"
 								" turned AS ("
 								" UPDATE courier.g_%1$d g SET turn = pg_catalog.nextval('courier.group_turn_seq')"
-								"  WHERE g.group_id = $1 AND EXISTS (SELECT FROM take)),"
+								"  WHERE g.group_id = $1 AND EXISTS (SELECT FROM take)"
+								"    AND ((SELECT pg_catalog.count(*) FROM take) < (SELECT pg_catalog.count(*) FROM pre)"
+								"         OR (SELECT pg_catalog.count(*) FROM pre) = $11)),"
 								" leased AS (SELECT * FROM renewed UNION ALL SELECT * FROM fresh)"
 								" SELECT m.msg_id, m.body, m.body_text, m.body_bytes, m.attributes,"
 								"        m.sent_at, leased.receive_count, m.dead_letter, m.group_id"
