@@ -273,6 +273,16 @@ load_queue(CourierQueue *queue)
 void
 courier_check_name(const char *name, int len)
 {
+	courier_check_object_name("queue", name, len);
+}
+
+/*
+ * courier_check_object_name
+ *		The same rule for the names of other objects (kind: "topic", ...).
+ */
+void
+courier_check_object_name(const char *kind, const char *name, int len)
+{
 	bool		ok = (len >= 1 && len <= COURIER_MAX_NAME);
 
 	for (int i = 0; ok && i < len; i++)
@@ -285,9 +295,9 @@ courier_check_name(const char *name, int len)
 	if (!ok)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid queue name \"%s\"", pnstrdup(name, Min(len, 200))),
-				 errdetail("A queue name has 1 to %d characters, each a letter, a digit, \"-\" or \"_\".",
-						   COURIER_MAX_NAME)));
+				 errmsg("invalid %s name \"%s\"", kind, pnstrdup(name, Min(len, 200))),
+				 errdetail("A %s name has 1 to %d characters, each a letter, a digit, \"-\" or \"_\".",
+						   kind, COURIER_MAX_NAME)));
 }
 
 /*
@@ -339,12 +349,19 @@ courier_lookup_queue(text *name, bool missing_ok)
 bool
 courier_has_privilege(Oid roleid, CourierQueue *queue, int privilege)
 {
+	return courier_grants_allow(roleid, queue->grants, queue->ngrants, privilege);
+}
+
+/* Whether grants give roleid privilege, directly or through membership (queues and topics). */
+bool
+courier_grants_allow(Oid roleid, const CourierGrant *grants, int ngrants, int privilege)
+{
 	if (superuser_arg(roleid))
 		return true;
-	for (int i = 0; i < queue->ngrants; i++)
+	for (int i = 0; i < ngrants; i++)
 	{
-		if ((queue->grants[i].privileges & privilege) == privilege &&
-			has_privs_of_role(roleid, queue->grants[i].grantee))
+		if ((grants[i].privileges & privilege) == privilege &&
+			has_privs_of_role(roleid, grants[i].grantee))
 			return true;
 	}
 	return false;

@@ -153,6 +153,9 @@ extern bool courier_has_privilege(Oid roleid, CourierQueue *queue, int privilege
 extern SPIPlanPtr courier_plan(CourierQueue *queue, CourierPlan which, const char *sql_format,
 							   int nargs, Oid *argtypes);
 extern void courier_check_name(const char *name, int len);
+extern void courier_check_object_name(const char *kind, const char *name, int len);
+extern bool courier_grants_allow(Oid roleid, const CourierGrant *grants, int ngrants,
+								 int privilege);
 extern uint64 courier_execute(SPIPlanPtr plan, Datum *args, const char *nulls, bool read_only,
 							  int expected);
 extern Datum courier_int8_array(const int64 *values, int n);
@@ -160,6 +163,13 @@ extern text *courier_arg_text(FunctionCallInfo fcinfo, int argno, const char *wh
 extern void courier_arg_notnull(FunctionCallInfo fcinfo, int argno, const char *what);
 extern int64 courier_interval_usecs(Interval *interval, const char *what, int64 max_usecs);
 extern void courier_relcache_callback(Datum arg, Oid relid);
+
+/* queue.c */
+extern Datum courier_run_internal(const char *sql, int nargs, Oid *argtypes, Datum *values,
+								  bool *isnull);
+
+/* topic.c */
+extern void courier_topic_relcache_callback(Datum arg, Oid relid);
 
 /* wait.c */
 #define WAKE_ON_COMMIT		0x01

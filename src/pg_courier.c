@@ -36,6 +36,7 @@ _PG_init(void)
 							PGC_SUSET, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 	CacheRegisterRelcacheCallback(courier_relcache_callback, (Datum) 0);
+	CacheRegisterRelcacheCallback(courier_topic_relcache_callback, (Datum) 0);
 	RegisterXactCallback(wait_xact_callback, NULL);
 	RegisterSubXactCallback(wait_subxact_callback, NULL);
 #if PG_VERSION_NUM >= 150000

@@ -44,6 +44,13 @@ run_internal(const char *sql, int nargs, Oid *argtypes, Datum *values, bool *isn
 	return resnull ? (Datum) 0 : result;
 }
 
+/* run_internal() for the other modules' entry points (topic.c). */
+Datum
+courier_run_internal(const char *sql, int nargs, Oid *argtypes, Datum *values, bool *isnull)
+{
+	return run_internal(sql, nargs, argtypes, values, isnull);
+}
+
 /* Looks the queue up and checks the caller is its admin; returns its id. */
 static int32
 admin_queue(CourierCall *call, text *name)
