@@ -219,6 +219,7 @@ load_queue(CourierQueue *queue)
 	queue->retry_exponential = DatumGetBool(SPI_getbinval(tuple, tupdesc, 10, &isnull));
 	queue->retry_max_delay = *DatumGetIntervalP(SPI_getbinval(tuple, tupdesc, 11, &isnull));
 	queue->retry_jitter = DatumGetBool(SPI_getbinval(tuple, tupdesc, 12, &isnull));
+	crypto_load_queue(queue);
 
 	argtypes[0] = INT4OID;
 	values[0] = Int32GetDatum(queue->queue_id);

@@ -91,6 +91,7 @@ typedef struct CourierQueue
 	bool		retry_exponential;
 	Interval	retry_max_delay;
 	bool		retry_jitter;
+	int32		key_id;				/* crypto.c: current data key version, 0: none */
 	int64		scan_hint;			/* receive.c: where the next scan may start */
 	TimestampTz full_scan_at;		/* receive.c: when a scan last started at 0 */
 } CourierQueue;
@@ -151,6 +152,13 @@ extern void wait_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 extern void wait_begin(CourierQueue *queue);
 extern void wait_end(CourierQueue *queue);
 extern bool wait_sleep(TimestampTz until);
+
+/* crypto.c */
+extern void crypto_init(void);
+extern void crypto_load_queue(CourierQueue *queue);
+extern Datum crypto_seal(CourierQueue *queue, Datum body, Oid body_type, char *type);
+extern bool crypto_open(CourierQueue *queue, int64 msg_id, int32 key_id, char body_type,
+						Datum ciphertext, Datum *values, bool *nulls);
 
 /* pg_courier.c */
 extern int	courier_max_wait_ms;

@@ -35,6 +35,7 @@ _PG_init(void)
 							20000, 0, 3600 * 1000,
 							PGC_SUSET, GUC_UNIT_MS,
 							NULL, NULL, NULL);
+	crypto_init();
 	CacheRegisterRelcacheCallback(courier_relcache_callback, (Datum) 0);
 	RegisterXactCallback(wait_xact_callback, NULL);
 	RegisterSubXactCallback(wait_subxact_callback, NULL);

@@ -55,7 +55,7 @@ admin_queue(CourierCall *call, text *name)
 }
 
 /* create_queue and alter_queue take the same settings, in this order, after the name. */
-#define QUEUE_SETTINGS 12
+#define QUEUE_SETTINGS 13
 static Oid	settings_types[QUEUE_SETTINGS] = {
 	INTERVALOID,				/* visibility_timeout */
 	INTERVALOID,				/* delay */
@@ -68,7 +68,8 @@ static Oid	settings_types[QUEUE_SETTINGS] = {
 	TEXTOID,					/* retry_backoff */
 	INTERVALOID,				/* retry_max_delay */
 	BOOLOID,					/* retry_jitter */
-	BOOLOID						/* durable_leases */
+	BOOLOID,					/* durable_leases */
+	TEXTOID						/* encryption_key: a key name (crypto.c) */
 };
 
 /* Copies the settings arguments 1..QUEUE_SETTINGS into values[first...]. */
@@ -95,7 +96,7 @@ settings_args(FunctionCallInfo fcinfo, Oid *types, Datum *values, bool *isnull, 
  *						dead_letter_queue text, max_receives integer,
  *						retry_delay interval, retry_backoff text,
  *						retry_max_delay interval, retry_jitter boolean,
- *						durable_leases boolean) RETURNS void
+ *						durable_leases boolean, encryption_key text) RETURNS void
  *		Create a queue; a caller who is not a superuser becomes its admin.
  *
  * Who may create queues is decided by EXECUTE on this function.
@@ -124,7 +125,7 @@ courier_create_queue(PG_FUNCTION_ARGS)
 	values[QUEUE_SETTINGS + 1] = ObjectIdGetDatum(call.caller);
 	isnull[QUEUE_SETTINGS + 1] = superuser_arg(call.caller);
 	run_internal("SELECT courier._create_queue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
-				 " $11, $12, $13, $14)",
+				 " $11, $12, $13, $14, $15)",
 				 QUEUE_SETTINGS + 2, argtypes, values, isnull);
 	courier_leave(&call);
 	PG_RETURN_VOID();
@@ -152,7 +153,7 @@ courier_alter_queue(PG_FUNCTION_ARGS)
 	values[0] = Int32GetDatum(admin_queue(&call, name));
 	isnull[0] = false;
 	run_internal("SELECT courier._alter_queue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
-				 " $11, $12, $13)",
+				 " $11, $12, $13, $14)",
 				 QUEUE_SETTINGS + 1, argtypes, values, isnull);
 	courier_leave(&call);
 	PG_RETURN_VOID();

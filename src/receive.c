@@ -122,12 +122,13 @@ dead_letter(CourierQueue *queue, int64 *ids, int nids, TimestampTz now, bool *mo
 						" moved AS ("
 						" DELETE FROM courier.q_%1$d m USING dead WHERE m.msg_id = dead.msg_id"
 						" RETURNING m.msg_id, m.sent_at, m.body, m.body_text, m.body_bytes,"
-						"           m.attributes, dead.receive_count, dead.first_received_at,"
-						"           dead.last_received_at, dead.last_error)"
+						"           m.attributes, m.key_id, m.body_type, dead.receive_count,"
+						"           dead.first_received_at, dead.last_received_at, dead.last_error)"
 						" INSERT INTO courier.q_%2$d"
 						"  (msg_id, sent_at, visible_at, body, body_text, body_bytes, attributes,"
-						"   dead_letter)"
+						"   key_id, body_type, dead_letter)"
 						" SELECT msg_id, sent_at, $2, body, body_text, body_bytes, attributes,"
+						"        key_id, body_type,"
 						"        pg_catalog.jsonb_build_object('queue', $4, 'queue_id', $5,"
 						"          'receive_count', receive_count,"
 						"          'first_received_at', first_received_at,"
@@ -298,7 +299,8 @@ receive_rounds(ReceiveState *rs, TimestampTz now)
 							" RETURNING l.msg_id, l.receive_count),"
 							" leased AS (SELECT * FROM renewed UNION ALL SELECT * FROM fresh)"
 							" SELECT m.msg_id, m.body, m.body_text, m.body_bytes, m.attributes,"
-							"        m.sent_at, leased.receive_count, m.dead_letter"
+							"        m.sent_at, leased.receive_count, m.dead_letter, m.key_id,"
+							"        m.body_type"
 							"   FROM leased JOIN courier.q_%1$d m ON m.msg_id = leased.msg_id"
 							"  ORDER BY m.msg_id",
 							9, lease_types);
@@ -312,6 +314,9 @@ receive_rounds(ReceiveState *rs, TimestampTz now)
 			bool		nulls[RECEIVE_COLUMNS];
 			int64		msg_id;
 			MemoryContext oldcontext;
+			bool		key_null;
+			Datum		key_id;
+			bool		opened = true;
 
 			msg_id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &nulls[0]));
 			values[0] = Int64GetDatum(msg_id);
@@ -324,11 +329,20 @@ receive_rounds(ReceiveState *rs, TimestampTz now)
 				if (!nulls[c] && (c <= 5 || c == 8))
 					values[c] = detoast_if_external(values[c]);
 			}
-			oldcontext = MemoryContextSwitchTo(rs->row_context);
-			rs->rows[rs->got] = heap_form_tuple(rs->tupdesc, values, nulls);
-			MemoryContextSwitchTo(oldcontext);
-			rs->row_ids[rs->got] = msg_id;
-			rs->got++;
+			/* an encrypted body: one that cannot be opened stays leased (crypto.c) */
+			key_id = SPI_getbinval(tuple, desc, 9, &key_null);
+			if (!key_null)
+				opened = crypto_open(queue, msg_id, DatumGetInt32(key_id),
+									 DatumGetChar(SPI_getbinval(tuple, desc, 10, &key_null)),
+									 values[4], &values[2], &nulls[2]);
+			if (opened)
+			{
+				oldcontext = MemoryContextSwitchTo(rs->row_context);
+				rs->rows[rs->got] = heap_form_tuple(rs->tupdesc, values, nulls);
+				MemoryContextSwitchTo(oldcontext);
+				rs->row_ids[rs->got] = msg_id;
+				rs->got++;
+			}
 			if (msg_id > queue->scan_hint)
 				queue->scan_hint = msg_id;
 

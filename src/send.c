@@ -143,11 +143,12 @@ send_delay(FunctionCallInfo fcinfo, int argno, CourierQueue *queue)
 int64
 courier_enqueue(CourierQueue *queue, const CourierMessage *msg)
 {
-	static Oid	argtypes[6] = {TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBOID, TEXTOID, BYTEAOID, JSONBOID};
+	static Oid	argtypes[8] = {TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBOID, TEXTOID, BYTEAOID, JSONBOID,
+	INT4OID, CHAROID};
 	BodyColumn	column = body_column(msg->body_type);
 	SPIPlanPtr	plan;
-	Datum		values[6];
-	char		nulls[6] = {' ', ' ', 'n', 'n', 'n', 'n'};
+	Datum		values[8];
+	char		nulls[8] = {' ', ' ', 'n', 'n', 'n', 'n', 'n', 'n'};
 	TimestampTz now;
 	bool		isnull;
 
@@ -158,8 +159,22 @@ courier_enqueue(CourierQueue *queue, const CourierMessage *msg)
 	now = GetCurrentTimestamp();
 	values[0] = TimestampTzGetDatum(now);
 	values[1] = TimestampTzGetDatum(now + (msg->delay_us < 0 ? queue->delay : msg->delay_us));
-	values[2 + column] = msg->body;
-	nulls[2 + column] = ' ';
+	if (queue->key_id != 0)
+	{
+		/* encrypted: the ciphertext goes to body_bytes (crypto.c) */
+		char		type;
+
+		values[2 + BODY_BYTEA] = crypto_seal(queue, msg->body, msg->body_type, &type);
+		nulls[2 + BODY_BYTEA] = ' ';
+		values[6] = Int32GetDatum(queue->key_id);
+		values[7] = CharGetDatum(type);
+		nulls[6] = nulls[7] = ' ';
+	}
+	else
+	{
+		values[2 + column] = msg->body;
+		nulls[2 + column] = ' ';
+	}
 	if (msg->attributes != NULL)
 	{
 		values[5] = JsonbPGetDatum(msg->attributes);
@@ -168,9 +183,10 @@ courier_enqueue(CourierQueue *queue, const CourierMessage *msg)
 
 	plan = courier_plan(queue, PLAN_SEND,
 						"INSERT INTO courier.q_%1$d"
-						" (sent_at, visible_at, body, body_text, body_bytes, attributes)"
-						" VALUES ($1, $2, $3, $4, $5, $6) RETURNING msg_id",
-						6, argtypes);
+						" (sent_at, visible_at, body, body_text, body_bytes, attributes, key_id,"
+						"  body_type)"
+						" VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING msg_id",
+						8, argtypes);
 	if (courier_execute(plan, values, nulls, false, SPI_OK_INSERT_RETURNING) != 1)
 		elog(ERROR, "pg_courier: send inserted " UINT64_FORMAT " rows", SPI_processed);
 	wait_signal_queue(queue, WAKE_ON_COMMIT | NOTIFY_ON_COMMIT);
@@ -231,8 +247,8 @@ PG_FUNCTION_INFO_V1(courier_send_batch);
 Datum
 courier_send_batch(PG_FUNCTION_ARGS)
 {
-	static Oid	argtypes[6] = {TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBARRAYOID, TEXTARRAYOID,
-	BYTEAARRAYOID, JSONBARRAYOID};
+	static Oid	argtypes[8] = {TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBARRAYOID, TEXTARRAYOID,
+	BYTEAARRAYOID, JSONBARRAYOID, INT4OID, CHAROID};
 	text	   *name = courier_arg_text(fcinfo, 0, "queue name");
 	ArrayType  *bodies;
 	BodyColumn	column;
@@ -245,8 +261,8 @@ courier_send_batch(PG_FUNCTION_ARGS)
 	CourierCall call;
 	CourierQueue *queue;
 	SPIPlanPtr	plan;
-	Datum		values[6];
-	char		nulls[6] = {' ', ' ', 'n', 'n', 'n', 'n'};
+	Datum		values[8];
+	char		nulls[8] = {' ', ' ', 'n', 'n', 'n', 'n', 'n', 'n'};
 	TimestampTz now;
 	int64	   *ids;
 
@@ -306,8 +322,26 @@ courier_send_batch(PG_FUNCTION_ARGS)
 	now = GetCurrentTimestamp();
 	values[0] = TimestampTzGetDatum(now);
 	values[1] = TimestampTzGetDatum(now + send_delay(fcinfo, 3, queue));
-	values[2 + column] = PointerGetDatum(bodies);
-	nulls[2 + column] = ' ';
+	if (queue->key_id != 0)
+	{
+		/* encrypted: an array of ciphertexts goes to body_bytes (crypto.c) */
+		Datum	   *sealed = palloc(sizeof(Datum) * nbodies);
+		char		type = 'b';
+
+		for (int i = 0; i < nbodies; i++)
+			sealed[i] = crypto_seal(queue, body_values[i], ARR_ELEMTYPE(bodies), &type);
+		values[2 + BODY_BYTEA] = PointerGetDatum(construct_array(sealed, nbodies, BYTEAOID, -1,
+																 false, TYPALIGN_INT));
+		nulls[2 + BODY_BYTEA] = ' ';
+		values[6] = Int32GetDatum(queue->key_id);
+		values[7] = CharGetDatum(type);
+		nulls[6] = nulls[7] = ' ';
+	}
+	else
+	{
+		values[2 + column] = PointerGetDatum(bodies);
+		nulls[2 + column] = ' ';
+	}
 
 	/*
 	 * Rows are inserted in array order, and nextval() runs once per row as it
@@ -315,12 +349,13 @@ courier_send_batch(PG_FUNCTION_ARGS)
 	 */
 	plan = courier_plan(queue, PLAN_SEND_BATCH,
 						"INSERT INTO courier.q_%1$d"
-						" (sent_at, visible_at, body, body_text, body_bytes, attributes)"
-						" SELECT $1, $2, b.j, b.t, b.y, b.a"
+						" (sent_at, visible_at, body, body_text, body_bytes, attributes, key_id,"
+						"  body_type)"
+						" SELECT $1, $2, b.j, b.t, b.y, b.a, $7, $8"
 						"   FROM ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5),"
 						"                   pg_catalog.unnest($6)) WITH ORDINALITY AS b(j, t, y, a, n)"
 						"  ORDER BY b.n RETURNING msg_id",
-						6, argtypes);
+						8, argtypes);
 	if (courier_execute(plan, values, nulls, false, SPI_OK_INSERT_RETURNING) != (uint64) nbodies)
 		elog(ERROR, "pg_courier: send_batch inserted " UINT64_FORMAT " rows", SPI_processed);
 	wait_signal_queue(queue, WAKE_ON_COMMIT | NOTIFY_ON_COMMIT);

@@ -184,7 +184,8 @@ CREATE FUNCTION courier._create_queue(queue_name text, visibility_timeout interv
 									  dead_letter_queue text, max_receives integer,
 									  retry_delay interval, retry_backoff text,
 									  retry_max_delay interval, retry_jitter boolean,
-									  durable_leases boolean, creator regrole)
+									  durable_leases boolean, encryption_key text,
+									  creator regrole)
 RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
 	qid integer;
@@ -206,6 +207,7 @@ BEGIN
 				retry_delay, retry_backoff, retry_max_delay, retry_jitter, durable_leases)
 		RETURNING queue_id INTO qid;
 	PERFORM courier._set_redrive_policy(qid, dead_letter_queue, max_receives);
+	PERFORM courier._set_queue_key(qid, encryption_key);
 	/*
 	 * Messages are only inserted and deleted, never updated: fillfactor 100.
 	 * Vacuum early and often so that acknowledged rows do not pile up at the
@@ -220,7 +222,9 @@ BEGIN
 			body_text	text,
 			body_bytes	bytea,
 			attributes	jsonb,
-			dead_letter	jsonb		-- set when moved here as a dead letter
+			dead_letter	jsonb,		-- set when moved here as a dead letter
+			key_id		integer,	-- encrypted body (in body_bytes): courier.data_key
+			body_type	"char"		-- encrypted body: 'j' jsonb, 't' text, 'b' bytea
 		) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 2000,
 				autovacuum_vacuum_insert_scale_factor = 0.05,
 				autovacuum_vacuum_cost_delay = 0)$ddl$, 'q_' || qid);
@@ -254,7 +258,8 @@ CREATE FUNCTION courier._alter_queue(qid integer, visibility_timeout interval, d
 									 notify boolean, dead_letter_queue text,
 									 max_receives integer, retry_delay interval,
 									 retry_backoff text, retry_max_delay interval,
-									 retry_jitter boolean, durable_leases boolean)
+									 retry_jitter boolean, durable_leases boolean,
+									 encryption_key text)
 RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
 	q courier.queue;
@@ -282,6 +287,7 @@ BEGIN
 		durable_leases = q.durable_leases
 	 WHERE queue_id = qid;
 	PERFORM courier._set_redrive_policy(qid, dead_letter_queue, max_receives);
+	PERFORM courier._set_queue_key(qid, encryption_key);
 	IF q.durable_leases <> was_durable THEN
 		EXECUTE format('ALTER TABLE courier.%I SET %s', 'l_' || qid,
 					   CASE WHEN q.durable_leases THEN 'LOGGED' ELSE 'UNLOGGED' END);
@@ -339,7 +345,7 @@ RETURNS text[] LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 			'courier.change_visibility(text, text, interval)',
 			'courier.release(text, text, interval, text)'] ELSE '{}' END
 		|| CASE WHEN privilege = 'admin' THEN ARRAY[
-			'courier.alter_queue(text, interval, interval, interval, integer, boolean, text, integer, interval, text, interval, boolean, boolean)',
+			'courier.alter_queue(text, interval, interval, interval, integer, boolean, text, integer, interval, text, interval, boolean, boolean, text)',
 			'courier.drop_queue(text, boolean)',
 			'courier.purge_queue(text)',
 			'courier.redrive(text, text, integer)',
@@ -386,10 +392,10 @@ REVOKE ALL ON FUNCTION courier._check_interval(text, interval, interval, text, t
 	courier._check_settings(interval, interval, interval, integer, boolean, interval, text,
 		interval, boolean, boolean),
 	courier._create_queue(text, interval, interval, interval, integer, boolean, text, integer,
-		interval, text, interval, boolean, boolean, regrole),
+		interval, text, interval, boolean, boolean, text, regrole),
 	courier._set_redrive_policy(integer, text, integer),
 	courier._alter_queue(integer, interval, interval, interval, integer, boolean, text, integer,
-		interval, text, interval, boolean, boolean),
+		interval, text, interval, boolean, boolean, text),
 	courier._drop_queue(integer, boolean), courier._purge_queue(integer),
 	courier._privilege_functions(text),
 	courier._grant(integer, regrole, text), courier._revoke(integer, regrole, text),
@@ -412,7 +418,8 @@ CREATE FUNCTION courier.create_queue(queue_name text,
 	retry_backoff text DEFAULT 'fixed',
 	retry_max_delay interval DEFAULT '15 minutes',
 	retry_jitter boolean DEFAULT false,
-	durable_leases boolean DEFAULT false)
+	durable_leases boolean DEFAULT false,
+	encryption_key text DEFAULT NULL)
 RETURNS void AS 'MODULE_PATHNAME', 'courier_create_queue' LANGUAGE C;
 
 CREATE FUNCTION courier.alter_queue(queue_name text,
@@ -427,7 +434,8 @@ CREATE FUNCTION courier.alter_queue(queue_name text,
 	retry_backoff text DEFAULT NULL,
 	retry_max_delay interval DEFAULT NULL,
 	retry_jitter boolean DEFAULT NULL,
-	durable_leases boolean DEFAULT NULL)
+	durable_leases boolean DEFAULT NULL,
+	encryption_key text DEFAULT NULL)
 RETURNS void AS 'MODULE_PATHNAME', 'courier_alter_queue' LANGUAGE C;
 
 CREATE FUNCTION courier.drop_queue(queue_name text, force boolean DEFAULT false)
@@ -623,9 +631,9 @@ BEGIN
 				leases AS (
 					DELETE FROM courier.%2$I l USING gone WHERE l.msg_id = gone.msg_id)
 				INSERT INTO courier.%3$I (msg_id, sent_at, visible_at, body, body_text, body_bytes,
-										  attributes)
+										  attributes, key_id, body_type)
 				SELECT msg_id, sent_at, pg_catalog.clock_timestamp(), body, body_text, body_bytes,
-					   attributes
+					   attributes, key_id, body_type
 				  FROM gone ORDER BY msg_id$sql$,
 				'q_' || dlq, 'l_' || dlq, 'q_' || dest) USING batch, target, dest;
 			GET DIAGNOSTICS moved = ROW_COUNT;

@@ -31,8 +31,8 @@ SELECT is((SELECT count(*) FROM pg_depend d JOIN pg_extension e ON e.oid = d.ref
 -- Every documented function, with its argument types and return type.
 SELECT has_function('courier', f, a, format('courier.%s(%s) exists', f, array_to_string(a, ', ')))
   FROM (VALUES
-    ('create_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer', 'boolean', 'text', 'integer', 'interval', 'text', 'interval', 'boolean', 'boolean']),
-    ('alter_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer', 'boolean', 'text', 'integer', 'interval', 'text', 'interval', 'boolean', 'boolean']),
+    ('create_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer', 'boolean', 'text', 'integer', 'interval', 'text', 'interval', 'boolean', 'boolean', 'text']),
+    ('alter_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer', 'boolean', 'text', 'integer', 'interval', 'text', 'interval', 'boolean', 'boolean', 'text']),
     ('drop_queue', ARRAY['text', 'boolean']),
     ('purge_queue', ARRAY['text']),
     ('send', ARRAY['text', 'jsonb', 'jsonb', 'interval']),
@@ -54,8 +54,8 @@ SELECT has_function('courier', f, a, format('courier.%s(%s) exists', f, array_to
 
 SELECT function_returns('courier', f, a, r, format('courier.%s(%s) returns %s', f, array_to_string(a, ', '), r))
   FROM (VALUES
-    ('create_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer', 'boolean', 'text', 'integer', 'interval', 'text', 'interval', 'boolean', 'boolean'], 'void'),
-    ('alter_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer', 'boolean', 'text', 'integer', 'interval', 'text', 'interval', 'boolean', 'boolean'], 'void'),
+    ('create_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer', 'boolean', 'text', 'integer', 'interval', 'text', 'interval', 'boolean', 'boolean', 'text'], 'void'),
+    ('alter_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer', 'boolean', 'text', 'integer', 'interval', 'text', 'interval', 'boolean', 'boolean', 'text'], 'void'),
     ('drop_queue', ARRAY['text', 'boolean'], 'void'),
     ('purge_queue', ARRAY['text'], 'bigint'),
     ('send', ARRAY['text', 'jsonb', 'jsonb', 'interval'], 'bigint'),
@@ -83,10 +83,10 @@ SELECT is(
          expected,
          sig || ': parameter names / number of defaults')
   FROM (VALUES
-    ('courier.create_queue(text,interval,interval,interval,integer,boolean,text,integer,interval,text,interval,boolean,boolean)',
-     '{queue_name,visibility_timeout,delay,retention,max_message_size,notify,dead_letter_queue,max_receives,retry_delay,retry_backoff,retry_max_delay,retry_jitter,durable_leases}/12'),
-    ('courier.alter_queue(text,interval,interval,interval,integer,boolean,text,integer,interval,text,interval,boolean,boolean)',
-     '{queue_name,visibility_timeout,delay,retention,max_message_size,notify,dead_letter_queue,max_receives,retry_delay,retry_backoff,retry_max_delay,retry_jitter,durable_leases}/12'),
+    ('courier.create_queue(text,interval,interval,interval,integer,boolean,text,integer,interval,text,interval,boolean,boolean,text)',
+     '{queue_name,visibility_timeout,delay,retention,max_message_size,notify,dead_letter_queue,max_receives,retry_delay,retry_backoff,retry_max_delay,retry_jitter,durable_leases,encryption_key}/13'),
+    ('courier.alter_queue(text,interval,interval,interval,integer,boolean,text,integer,interval,text,interval,boolean,boolean,text)',
+     '{queue_name,visibility_timeout,delay,retention,max_message_size,notify,dead_letter_queue,max_receives,retry_delay,retry_backoff,retry_max_delay,retry_jitter,durable_leases,encryption_key}/13'),
     ('courier.drop_queue(text,boolean)', '{queue_name,force}/1'),
     ('courier.purge_queue(text)', '{queue_name}/0'),
     ('courier.send(text,jsonb,jsonb,interval)', '{queue_name,body,attributes,delay}/2'),
@@ -138,7 +138,8 @@ SELECT columns_are('courier', 'queues',
   ARRAY['queue_name', 'visibility_timeout', 'delay', 'retention', 'max_message_size',
         'notify', 'notify_channel', 'dead_letter_queue', 'max_receives', 'dead_letter_depth',
         'retry_delay', 'retry_backoff', 'retry_max_delay', 'retry_jitter', 'durable_leases',
-        'created_at', 'depth', 'visible', 'in_flight', 'delayed', 'oldest_message_age'],
+        'created_at', 'depth', 'visible', 'in_flight', 'delayed', 'oldest_message_age',
+        'encryption_key'],
   'courier.queues has the documented columns');
 SELECT col_type_is('courier', 'queues', 'oldest_message_age', 'interval',
                    'courier.queues.oldest_message_age is an interval');
