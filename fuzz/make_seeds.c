@@ -40,7 +40,7 @@ main(int argc, char **argv)
 	static const int ciphers[] = {PGP_CIPHER_AES128, PGP_CIPHER_AES192, PGP_CIPHER_AES256};
 	static const int modes[] = {0, 1, 3};
 	static const int digests[] = {PGP_DIGEST_SHA1, PGP_DIGEST_SHA256};
-	static const size_t sizes[] = {0, 1, 100, 16377, 16378, 16383, 16384, 16385};
+	static const size_t sizes[] = {0, 1, 100, 16331, 16378, 16383, 16384, 16385};
 	uint8_t    *plain = malloc(16385 + 2);
 	int			n = 0;
 

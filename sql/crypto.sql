@@ -92,6 +92,8 @@ SELECT count(DISTINCT substr(body_bytes, 1, 15)) = count(*) AS fresh_salts FROM 
 
 --
 -- Interop with pgcrypto over its option matrix and the sizes around a 16 KiB chunk
+-- (16331 bytes: the encrypted packet's body is exactly one chunk in the queue's format;
+-- 16378: the literal packet's body is)
 --
 CREATE TEMP TABLE matrix AS
 SELECT c || ', ' || s || ', ' || d || ', ' || k AS options
@@ -101,7 +103,7 @@ SELECT c || ', ' || s || ', ' || d || ', ' || k AS options
        unnest(ARRAY['sess-key=0', 'sess-key=1']) k;
 CREATE TEMP TABLE payload AS
 SELECT n, substr(convert_to(repeat(md5(n::text), n / 32 + 1), 'UTF8'), 1, n) AS data
-  FROM unnest(ARRAY[0, 1, 16383, 16384, 16385, 1048576]) n;
+  FROM unnest(ARRAY[0, 1, 16331, 16378, 16383, 16384, 16385, 1048576]) n;
 SELECT count(*) AS cases FROM matrix, payload;
 -- pgcrypto's defaults (AES-128, S2K mode 3, SHA-1) and each combination: courier decrypts
 SELECT n, courier.decrypt(pgp_sym_encrypt_bytea(data, courier.export_key('guests', 1)),

@@ -56,9 +56,31 @@
 #define LEN_PARTIAL		2
 #define LEN_REST		3		/* old format, indeterminate: to the end */
 
+/*
+ * With OpenSSL 3, EVP_aes_256_cfb128() and friends make every
+ * EVP_CipherInit_ex() look the algorithm up in the provider store again,
+ * which costs more than encrypting a small message; the algorithms are
+ * fetched once per process instead (and never freed: a handful of objects).
+ */
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+#define PGP_FETCH 1
+#endif
+
 static const EVP_CIPHER *
 cipher_evp(int algo)
 {
+#ifdef PGP_FETCH
+	static EVP_CIPHER *fetched[3];
+	static const char *const names[3] = {"AES-128-CFB", "AES-192-CFB", "AES-256-CFB"};
+	int			i;
+
+	if (algo < PGP_CIPHER_AES128 || algo > PGP_CIPHER_AES256)
+		return NULL;
+	i = algo - PGP_CIPHER_AES128;
+	if (fetched[i] == NULL)
+		fetched[i] = EVP_CIPHER_fetch(NULL, names[i], NULL);
+	return fetched[i];
+#else
 	switch (algo)
 	{
 		case PGP_CIPHER_AES128:
@@ -69,6 +91,7 @@ cipher_evp(int algo)
 			return EVP_aes_256_cfb128();
 	}
 	return NULL;
+#endif
 }
 
 static int
@@ -80,20 +103,22 @@ cipher_key_len(int algo)
 static const EVP_MD *
 digest_evp(int algo)
 {
-	switch (algo)
-	{
-		case PGP_DIGEST_MD5:
-			return EVP_md5();
-		case PGP_DIGEST_SHA1:
-			return EVP_sha1();
-		case PGP_DIGEST_SHA256:
-			return EVP_sha256();
-		case PGP_DIGEST_SHA384:
-			return EVP_sha384();
-		case PGP_DIGEST_SHA512:
-			return EVP_sha512();
-	}
-	return NULL;
+	static const char *const names[11] = {
+		NULL, "MD5", "SHA1", NULL, NULL, NULL, NULL, NULL, "SHA256", "SHA384", "SHA512"
+	};
+#ifdef PGP_FETCH
+	static EVP_MD *fetched[11];
+
+	if (algo < 0 || algo > 10 || names[algo] == NULL)
+		return NULL;
+	if (fetched[algo] == NULL)
+		fetched[algo] = EVP_MD_fetch(NULL, names[algo], NULL);
+	return fetched[algo];
+#else
+	if (algo < 0 || algo > 10 || names[algo] == NULL)
+		return NULL;
+	return EVP_get_digestbyname(names[algo]);
+#endif
 }
 
 bool
@@ -472,6 +497,7 @@ pgp_encrypt(const PgpOptions *opts, const uint8_t *pass, size_t passlen,
 	static const uint8_t zero_iv[MAX_BLOCK] = {0};
 	OutBuf		o = {out, outcap, 0, false};
 	EncState	st;
+	uint8_t		rnd[SALT_LEN + MAX_BLOCK + MAX_KEY];
 	uint8_t		salt[SALT_LEN];
 	uint8_t		s2k_key[MAX_KEY];
 	uint8_t		sess_key[MAX_KEY];
@@ -492,9 +518,14 @@ pgp_encrypt(const PgpOptions *opts, const uint8_t *pass, size_t passlen,
 	keylen = cipher_key_len(opts->cipher_algo);
 	memset(&st, 0, sizeof(st));
 
-	if (RAND_bytes(salt, SALT_LEN) != 1 || RAND_bytes(prefix, MAX_BLOCK) != 1 ||
-		(opts->use_sess_key && RAND_bytes(sess_key, keylen) != 1))
+	/* one call for all random bytes: each call costs more than a few bytes do */
+	if (RAND_bytes(rnd, SALT_LEN + MAX_BLOCK + (opts->use_sess_key ? keylen : 0)) != 1)
 		goto done;
+	memcpy(salt, rnd, SALT_LEN);
+	memcpy(prefix, rnd + SALT_LEN, MAX_BLOCK);
+	if (opts->use_sess_key)
+		memcpy(sess_key, rnd + SALT_LEN + MAX_BLOCK, keylen);
+	OPENSSL_cleanse(rnd, sizeof(rnd));
 	if (!s2k_derive(opts->s2k_mode, opts->s2k_digest_algo, salt, opts->s2k_count,
 					pass, passlen, s2k_key, keylen))
 		goto done;
@@ -536,7 +567,7 @@ pgp_encrypt(const PgpOptions *opts, const uint8_t *pass, size_t passlen,
 	st.mdc = EVP_MD_CTX_new();
 	if (st.cipher == NULL || st.mdc == NULL ||
 		EVP_EncryptInit_ex(st.cipher, cipher_evp(opts->cipher_algo), NULL, sess_key, zero_iv) != 1 ||
-		EVP_DigestInit_ex(st.mdc, EVP_sha1(), NULL) != 1)
+		EVP_DigestInit_ex(st.mdc, digest_evp(PGP_DIGEST_SHA1), NULL) != 1)
 		goto done;
 	hdr[0] = 1;					/* version */
 	outer_write(&st, hdr, 1);
@@ -552,6 +583,13 @@ pgp_encrypt(const PgpOptions *opts, const uint8_t *pass, size_t passlen,
 	enc_write(&st, mdc + 2, 20, false);
 	if (!st.ok || st.outer.remaining != 0)
 		goto done;
+	/* a body that ended on a chunk boundary still needs its final header */
+	{
+		size_t		h = chunk_header(&st.outer, hdr);
+
+		if (h > 0)
+			out_put(&o, hdr, h);
+	}
 	if (o.overflow)
 	{
 		result = PGP_NO_SPACE;
@@ -797,7 +835,7 @@ pgp_decrypt(const uint8_t *pass, size_t passlen, const uint8_t *msg, size_t len,
 	m = body - 1;
 	if (!cfb_crypt(cipher, key, false, dec, m, dec))
 		goto fail;
-	if (EVP_Digest(dec, m - 20, hash, &mdlen, EVP_sha1(), NULL) != 1 || mdlen != 20)
+	if (EVP_Digest(dec, m - 20, hash, &mdlen, digest_evp(PGP_DIGEST_SHA1), NULL) != 1 || mdlen != 20)
 	{
 		result = PGP_INTERNAL;
 		goto fail;
