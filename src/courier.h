@@ -20,6 +20,7 @@
 #include "access/xact.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
@@ -155,6 +156,8 @@ extern bool wait_sleep(TimestampTz until);
 
 /* crypto.c */
 extern void crypto_init(void);
+extern bool crypto_check_keyring_file(char **newval, void **extra, GucSource source);
+extern void crypto_assign_keyring_file(const char *newval, void *extra);
 extern void crypto_load_queue(CourierQueue *queue);
 extern Datum crypto_seal(CourierQueue *queue, Datum body, Oid body_type, char *type);
 extern bool crypto_open(CourierQueue *queue, int64 msg_id, int32 key_id, char body_type,
@@ -162,6 +165,7 @@ extern bool crypto_open(CourierQueue *queue, int64 msg_id, int32 key_id, char bo
 
 /* pg_courier.c */
 extern int	courier_max_wait_ms;
+extern char *courier_keyring_file;
 
 /* ack.c */
 extern bool courier_lock_message(int64 msg_id, bool wait);

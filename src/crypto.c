@@ -76,9 +76,6 @@
 #define WRAPPED_LEN			(WRAP_NONCE_LEN + DATA_KEY_LEN + WRAP_TAG_LEN)
 #define MAX_KEY_NAME		80
 
-/* courier.keyring_file */
-static char *keyring_file = NULL;
-
 /* The master keys of the keyring file; loaded on first use. */
 typedef struct MasterKey
 {
@@ -133,15 +130,19 @@ crypto_relcache_callback(Datum arg, Oid relid)
 	}
 }
 
-/* Runs on every configuration reload: the file may have changed. */
-static void
-assign_keyring_file(const char *newval, void *extra)
+/*
+ * Assign hook of courier.keyring_file (pg_courier.c).  It runs on every
+ * configuration reload, changed or not: the file may have changed.
+ */
+void
+crypto_assign_keyring_file(const char *newval, void *extra)
 {
 	keyring_stale = true;
 }
 
-static bool
-check_keyring_file(char **newval, void **extra, GucSource source)
+/* Check hook of courier.keyring_file: an absolute path, or empty. */
+bool
+crypto_check_keyring_file(char **newval, void **extra, GucSource source)
 {
 	if (*newval != NULL && (*newval)[0] != '\0' && !is_absolute_path(*newval))
 	{
@@ -155,14 +156,6 @@ check_keyring_file(char **newval, void **extra, GucSource source)
 void
 crypto_init(void)
 {
-	DefineCustomStringVariable("courier.keyring_file",
-							   "File holding the master keys that wrap pg_courier's data keys.",
-							   "Must lie outside the data directory and be readable by the "
-							   "server's OS user only.",
-							   &keyring_file,
-							   "",
-							   PGC_SIGHUP, GUC_SUPERUSER_ONLY,
-							   check_keyring_file, assign_keyring_file, NULL);
 	CacheRegisterRelcacheCallback(crypto_relcache_callback, (Datum) 0);
 }
 
@@ -276,17 +269,17 @@ load_keyring(void)
 
 	if (!keyring_stale)
 		return;
-	if (keyring_file == NULL || keyring_file[0] == '\0')
+	if (courier_keyring_file == NULL || courier_keyring_file[0] == '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("courier.keyring_file is not set"),
 				 errhint("A superuser sets courier.keyring_file in postgresql.conf to a file holding a master key, then reloads the configuration.")));
-	check_keyring_file_access(keyring_file);
-	file = AllocateFile(keyring_file, "r");
+	check_keyring_file_access(courier_keyring_file);
+	file = AllocateFile(courier_keyring_file, "r");
 	if (file == NULL)
 		ereport(ERROR,
 				(errcode_for_file_access(),
-				 errmsg("could not open keyring file \"%s\": %m", keyring_file)));
+				 errmsg("could not open keyring file \"%s\": %m", courier_keyring_file)));
 	while (fgets(line, sizeof(line), file) != NULL)
 	{
 		char	   *p = line;
@@ -322,7 +315,7 @@ load_keyring(void)
 			ereport(ERROR,
 					(errcode(ERRCODE_CONFIG_FILE_ERROR),
 					 errmsg("invalid master key on line %d of keyring file \"%s\"",
-							lineno, keyring_file),
+							lineno, courier_keyring_file),
 					 errdetail("Each line holds one master key as 64 hexadecimal digits, at most %d keys; blank lines and lines starting with # are ignored.",
 							   MAX_MASTER_KEYS)));
 		}
@@ -333,7 +326,7 @@ load_keyring(void)
 	if (nloaded == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIG_FILE_ERROR),
-				 errmsg("keyring file \"%s\" holds no master key", keyring_file)));
+				 errmsg("keyring file \"%s\" holds no master key", courier_keyring_file)));
 
 	wipe_data_keys();
 	explicit_bzero(masters, sizeof(masters));

@@ -378,6 +378,7 @@ static void
 enc_write(EncState *st, const uint8_t *data, size_t n, bool hash)
 {
 	uint8_t		buf[4096];
+	size_t		used = 0;		/* of buf, to wipe: most calls write a few bytes */
 
 	if (hash && EVP_DigestUpdate(st->mdc, data, n) != 1)
 		st->ok = false;
@@ -385,6 +386,9 @@ enc_write(EncState *st, const uint8_t *data, size_t n, bool hash)
 	{
 		int			take = n < sizeof(buf) ? (int) n : (int) sizeof(buf);
 		int			outl;
+
+		if ((size_t) take > used)
+			used = take;
 
 		if (EVP_EncryptUpdate(st->cipher, buf, &outl, data, take) != 1 || outl != take)
 		{
@@ -395,7 +399,7 @@ enc_write(EncState *st, const uint8_t *data, size_t n, bool hash)
 		data += take;
 		n -= take;
 	}
-	OPENSSL_cleanse(buf, sizeof(buf));
+	OPENSSL_cleanse(buf, used);
 }
 
 /* Writes a streamed inner packet (tag byte, then chunked body) into st. */

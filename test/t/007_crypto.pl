@@ -3,8 +3,8 @@
 #
 # One cluster whose keyring file lies in a directory of its own.
 #   - courier.keyring_file unset, a file with group or world access, a file
-#     inside the data directory, a file that is not a keyring: clear errors,
-#     and no key is made;
+#     inside the data directory, a relative path, a file that is not a
+#     keyring: clear errors, and no key is made;
 #   - a configuration reload is seen by a session that already loaded the
 #     keyring: replacing the master key makes receive fail with an error
 #     naming the missing master key, and the message stays; with the old
@@ -107,6 +107,10 @@ is(err(q{SELECT courier.create_key('k')}),
 	qq{F0000: keyring file "$inside" must lie outside the data directory},
 	'a keyring file in the data directory is refused');
 unlink $inside;
+
+set_keyring('relative/keyring');
+is(err(q{SELECT courier.create_key('k')}), '55000: courier.keyring_file is not set',
+	'a relative keyring path is refused when the module loads');
 
 write_keyring($keyring, 0600, 'not a key');
 set_keyring($keyring);
