@@ -284,6 +284,15 @@ SELECT * FROM courier.export_message('enc', 1);
 SELECT count(*) FROM courier.data_key;
 SELECT count(*) FROM courier.keys;
 RESET ROLE;
+-- a queue admin may export a message's ciphertext (no key)
+CREATE ROLE regress_crypto_admin;
+SELECT courier.grant('enc', 'regress_crypto_admin', 'admin');
+SELECT msg_id AS app_msg FROM courier.q_:enc WHERE key_id IS NOT NULL ORDER BY msg_id LIMIT 1 \gset
+SET ROLE regress_crypto_admin;
+SELECT key_name, key_version, body_type, armored LIKE '-----BEGIN PGP MESSAGE-----%' AS armored
+  FROM courier.export_message('enc', :app_msg);
+SELECT courier.export_key('guests', 2);
+RESET ROLE;
 -- EXECUTE granted by mistake does not release keys
 GRANT EXECUTE ON FUNCTION courier.export_key(text, integer), courier.decrypt(bytea, text, integer)
 	TO regress_crypto_app;
@@ -305,3 +314,4 @@ SELECT courier.export_key('guests', 2) <> :'old_passphrase' AS new_key;
 DROP DATABASE regress_crypto;
 DROP ROLE regress_crypto_app;
 DROP ROLE regress_crypto_sender;
+DROP ROLE regress_crypto_admin;

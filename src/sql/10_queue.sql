@@ -349,6 +349,7 @@ RETURNS text[] LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 			'courier.drop_queue(text, boolean)',
 			'courier.purge_queue(text)',
 			'courier.redrive(text, text, integer)',
+			'courier.export_message(text, bigint)',
 			'courier.grant(text, regrole, text)',
 			'courier.revoke(text, regrole, text)'] ELSE '{}' END
 $$;
