@@ -227,6 +227,7 @@ load_queue(CourierQueue *queue)
 		interval_to_usecs(DatumGetIntervalP(SPI_getbinval(tuple, tupdesc, 15, &isnull)));
 	queue->dead_letter_fifo = DatumGetBool(SPI_getbinval(tuple, tupdesc, 16, &isnull)) && !isnull;
 	queue->groups_checked = false;
+	crypto_load_queue(queue);
 
 	argtypes[0] = INT4OID;
 	values[0] = Int32GetDatum(queue->queue_id);

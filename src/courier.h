@@ -20,6 +20,7 @@
 #include "access/xact.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
@@ -103,6 +104,7 @@ typedef struct CourierQueue
 	int64		dedup_window;			/* microseconds */
 	bool		dead_letter_fifo;		/* the dead-letter queue is a FIFO queue */
 	bool		groups_checked;			/* groups.c: group table known to be built */
+	int32		key_id;				/* crypto.c: current data key version, 0: none */
 	int64		scan_hint;			/* receive.c: where the next scan may start */
 	TimestampTz full_scan_at;		/* receive.c: when a scan last started at 0 */
 } CourierQueue;
@@ -186,8 +188,18 @@ extern void wait_begin(CourierQueue *queue);
 extern void wait_end(CourierQueue *queue);
 extern bool wait_sleep(TimestampTz until);
 
+/* crypto.c */
+extern void crypto_init(void);
+extern bool crypto_check_keyring_file(char **newval, void **extra, GucSource source);
+extern void crypto_assign_keyring_file(const char *newval, void *extra);
+extern void crypto_load_queue(CourierQueue *queue);
+extern Datum crypto_seal(CourierQueue *queue, Datum body, Oid body_type, char *type);
+extern bool crypto_open(CourierQueue *queue, int64 msg_id, int32 key_id, char body_type,
+						Datum ciphertext, Datum *values, bool *nulls);
+
 /* pg_courier.c */
 extern int	courier_max_wait_ms;
+extern char *courier_keyring_file;
 
 /* ack.c */
 extern bool courier_lock_message(int64 msg_id, bool wait);

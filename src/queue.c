@@ -62,7 +62,7 @@ admin_queue(CourierCall *call, text *name)
 }
 
 /* create_queue and alter_queue take the same settings, in this order, after the name. */
-#define QUEUE_SETTINGS 15
+#define QUEUE_SETTINGS 16
 static Oid	settings_types[QUEUE_SETTINGS] = {
 	INTERVALOID,				/* visibility_timeout */
 	INTERVALOID,				/* delay */
@@ -78,7 +78,8 @@ static Oid	settings_types[QUEUE_SETTINGS] = {
 	BOOLOID,					/* durable_leases */
 	BOOLOID,					/* fifo */
 	BOOLOID,					/* content_dedup */
-	INTERVALOID					/* dedup_window */
+	INTERVALOID,				/* dedup_window */
+	TEXTOID						/* encryption_key: a key name (crypto.c) */
 };
 
 /* Copies the settings arguments 1..QUEUE_SETTINGS into values[first...]. */
@@ -106,7 +107,8 @@ settings_args(FunctionCallInfo fcinfo, Oid *types, Datum *values, bool *isnull, 
  *						retry_delay interval, retry_backoff text,
  *						retry_max_delay interval, retry_jitter boolean,
  *						durable_leases boolean, fifo boolean,
- *						content_dedup boolean, dedup_window interval)
+ *						content_dedup boolean, dedup_window interval,
+ *						encryption_key text)
  *	 RETURNS void
  *		Create a queue; a caller who is not a superuser becomes its admin.
  *
@@ -136,7 +138,7 @@ courier_create_queue(PG_FUNCTION_ARGS)
 	values[QUEUE_SETTINGS + 1] = ObjectIdGetDatum(call.caller);
 	isnull[QUEUE_SETTINGS + 1] = superuser_arg(call.caller);
 	run_internal("SELECT courier._create_queue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
-				 " $11, $12, $13, $14, $15, $16, $17)",
+				 " $11, $12, $13, $14, $15, $16, $17, $18)",
 				 QUEUE_SETTINGS + 2, argtypes, values, isnull);
 	courier_leave(&call);
 	PG_RETURN_VOID();
@@ -164,7 +166,7 @@ courier_alter_queue(PG_FUNCTION_ARGS)
 	values[0] = Int32GetDatum(admin_queue(&call, name));
 	isnull[0] = false;
 	run_internal("SELECT courier._alter_queue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
-				 " $11, $12, $13, $14, $15, $16)",
+				 " $11, $12, $13, $14, $15, $16, $17)",
 				 QUEUE_SETTINGS + 1, argtypes, values, isnull);
 	courier_leave(&call);
 	PG_RETURN_VOID();

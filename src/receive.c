@@ -96,22 +96,26 @@ typedef struct ReceiveState
 
 /*
  * Adds row i of SPI_tuptable, a leased message (msg_id, body, body_text,
- * body_bytes, attributes, sent_at, receive_count, dead_letter, group_id),
- * to the result; returns its id.
+ * body_bytes, attributes, sent_at, receive_count, dead_letter, group_id,
+ * key_id, body_type), to the result and sets *msg_id.  Returns false, and
+ * adds nothing, for an encrypted body that cannot be opened: it stays
+ * leased, so its receive count grows and the redrive policy applies
+ * (crypto.c warns).
  */
-static int64
-add_row(ReceiveState *rs, uint64 i)
+static bool
+add_row(ReceiveState *rs, uint64 i, int64 *msg_id)
 {
 	HeapTuple	tuple = SPI_tuptable->vals[i];
 	TupleDesc	desc = SPI_tuptable->tupdesc;
 	Datum		values[RECEIVE_COLUMNS];
 	bool		nulls[RECEIVE_COLUMNS];
-	int64		msg_id;
 	MemoryContext oldcontext;
+	bool		key_null;
+	Datum		key_id;
 
-	msg_id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &nulls[0]));
-	values[0] = Int64GetDatum(msg_id);
-	values[1] = CStringGetTextDatum(psprintf("%llx.%016llx", (unsigned long long) msg_id,
+	*msg_id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &nulls[0]));
+	values[0] = Int64GetDatum(*msg_id);
+	values[1] = CStringGetTextDatum(psprintf("%llx.%016llx", (unsigned long long) *msg_id,
 											 (unsigned long long) rs->token));
 	nulls[1] = false;
 	for (int c = 2; c < RECEIVE_COLUMNS; c++)
@@ -120,12 +124,18 @@ add_row(ReceiveState *rs, uint64 i)
 		if (!nulls[c] && c != 6 && c != 7)	/* not sent_at, receive_count */
 			values[c] = detoast_if_external(values[c]);
 	}
+	key_id = SPI_getbinval(tuple, desc, RECEIVE_COLUMNS, &key_null);
+	if (!key_null &&
+		!crypto_open(rs->queue, *msg_id, DatumGetInt32(key_id),
+					 DatumGetChar(SPI_getbinval(tuple, desc, RECEIVE_COLUMNS + 1, &key_null)),
+					 values[4], &values[2], &nulls[2]))
+		return false;
 	oldcontext = MemoryContextSwitchTo(rs->row_context);
 	rs->rows[rs->got] = heap_form_tuple(rs->tupdesc, values, nulls);
 	MemoryContextSwitchTo(oldcontext);
-	rs->row_ids[rs->got] = msg_id;
+	rs->row_ids[rs->got] = *msg_id;
 	rs->got++;
-	return msg_id;
+	return true;
 }
 
 /*
@@ -143,7 +153,7 @@ add_row(ReceiveState *rs, uint64 i)
 	" moved AS (" \
 	" DELETE FROM courier.q_%1$d m USING dead WHERE m.msg_id = dead.msg_id" \
 	" RETURNING m.msg_id, m.sent_at, m.body, m.body_text, m.body_bytes," \
-	"           m.attributes, m.group_id, dead.receive_count," \
+	"           m.attributes, m.group_id, m.key_id, m.body_type, dead.receive_count," \
 	"           dead.first_received_at, dead.last_received_at, dead.last_error)"
 #define DEAD_LETTER_GROUPS \
 	", grouped AS (" \
@@ -153,8 +163,9 @@ add_row(ReceiveState *rs, uint64 i)
 #define DEAD_LETTER_INSERT \
 	" INSERT INTO courier.q_%2$d" \
 	"  (msg_id, sent_at, visible_at, body, body_text, body_bytes, attributes," \
-	"   group_id, dead_letter)" \
+	"   group_id, key_id, body_type, dead_letter)" \
 	" SELECT msg_id, sent_at, $2, body, body_text, body_bytes, attributes, group_id," \
+	"        key_id, body_type," \
 	"        pg_catalog.jsonb_build_object('queue', $4, 'queue_id', $5," \
 	"          'receive_count', receive_count," \
 	"          'first_received_at', first_received_at," \
@@ -348,7 +359,8 @@ receive_rounds(ReceiveState *rs, TimestampTz now)
 							" RETURNING l.msg_id, l.receive_count),"
 							" leased AS (SELECT * FROM renewed UNION ALL SELECT * FROM fresh)"
 							" SELECT m.msg_id, m.body, m.body_text, m.body_bytes, m.attributes,"
-							"        m.sent_at, leased.receive_count, m.dead_letter, m.group_id"
+							"        m.sent_at, leased.receive_count, m.dead_letter, m.group_id,"
+							"        m.key_id, m.body_type"
 							"   FROM leased JOIN courier.q_%1$d m ON m.msg_id = leased.msg_id"
 							"  ORDER BY m.msg_id",
 							9, lease_types);
@@ -356,8 +368,9 @@ receive_rounds(ReceiveState *rs, TimestampTz now)
 
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
-			int64		msg_id = add_row(rs, i);
+			int64		msg_id;
 
+			(void) add_row(rs, i, &msg_id);
 			if (msg_id > queue->scan_hint)
 				queue->scan_hint = msg_id;
 
@@ -530,7 +543,8 @@ receive_fifo_rounds(ReceiveState *rs, TimestampTz now)
 								"         OR (SELECT pg_catalog.count(*) FROM pre) = $11)),"
 								" leased AS (SELECT * FROM renewed UNION ALL SELECT * FROM fresh)"
 								" SELECT m.msg_id, m.body, m.body_text, m.body_bytes, m.attributes,"
-								"        m.sent_at, leased.receive_count, m.dead_letter, m.group_id"
+								"        m.sent_at, leased.receive_count, m.dead_letter, m.group_id,"
+								"        m.key_id, m.body_type"
 								"   FROM leased JOIN courier.q_%1$d m ON m.msg_id = leased.msg_id"
 								"  ORDER BY m.msg_id",
 								11, lease_types);
@@ -546,8 +560,18 @@ receive_fifo_rounds(ReceiveState *rs, TimestampTz now)
 			args[9] = BoolGetDatum(queue->retry_jitter);
 			args[10] = Int64GetDatum(rs->max_messages - rs->got);
 			leased = courier_execute(plan, args, NULL, false, SPI_OK_SELECT);
+
+			/*
+			 * A message that cannot be decrypted holds back the rest of its
+			 * group: they stay leased, and come back after it.
+			 */
 			for (uint64 r = 0; r < leased; r++)
-				(void) add_row(rs, r);
+			{
+				int64		msg_id;
+
+				if (!add_row(rs, r, &msg_id))
+					break;
+			}
 			SPI_freetuptable(SPI_tuptable);
 			if (leased == 0)
 			{

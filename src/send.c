@@ -143,12 +143,12 @@ check_message(CourierQueue *queue, CourierMessage *msg)
 static int64
 enqueue_checked(CourierQueue *queue, const CourierMessage *msg)
 {
-	static Oid	argtypes[8] = {TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBOID, TEXTOID, BYTEAOID,
-	JSONBOID, TEXTOID, INT8OID};
+	static Oid	argtypes[10] = {TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBOID, TEXTOID, BYTEAOID,
+	JSONBOID, TEXTOID, INT8OID, INT4OID, CHAROID};
 	BodyColumn	column = body_column(msg->body_type);
 	SPIPlanPtr	plan;
-	Datum		values[8];
-	char		nulls[8] = {' ', ' ', 'n', 'n', 'n', 'n', 'n', 'n'};
+	Datum		values[10];
+	char		nulls[10] = {' ', ' ', 'n', 'n', 'n', 'n', 'n', 'n', 'n', 'n'};
 	TimestampTz now;
 	bool		isnull;
 	int64		msg_id;
@@ -166,8 +166,22 @@ enqueue_checked(CourierQueue *queue, const CourierMessage *msg)
 	now = GetCurrentTimestamp();
 	values[0] = TimestampTzGetDatum(now);
 	values[1] = TimestampTzGetDatum(now + (msg->delay_us < 0 ? queue->delay : msg->delay_us));
-	values[2 + column] = msg->body;
-	nulls[2 + column] = ' ';
+	if (queue->key_id != 0)
+	{
+		/* encrypted: the ciphertext goes to body_bytes (crypto.c) */
+		char		type;
+
+		values[2 + BODY_BYTEA] = crypto_seal(queue, msg->body, msg->body_type, &type);
+		nulls[2 + BODY_BYTEA] = ' ';
+		values[8] = Int32GetDatum(queue->key_id);
+		values[9] = CharGetDatum(type);
+		nulls[8] = nulls[9] = ' ';
+	}
+	else
+	{
+		values[2 + column] = msg->body;
+		nulls[2 + column] = ' ';
+	}
 	if (msg->attributes != NULL)
 	{
 		values[5] = JsonbPGetDatum(msg->attributes);
@@ -181,10 +195,11 @@ enqueue_checked(CourierQueue *queue, const CourierMessage *msg)
 
 	plan = courier_plan(queue, PLAN_SEND,
 						"INSERT INTO courier.q_%1$d"
-						" (msg_id, sent_at, visible_at, body, body_text, body_bytes, attributes, group_id)"
+						" (msg_id, sent_at, visible_at, body, body_text, body_bytes, attributes, group_id,"
+						"  key_id, body_type)"
 						" VALUES (COALESCE($8, pg_catalog.nextval('courier.msg_id_seq')),"
-						"         $1, $2, $3, $4, $5, $6, $7) RETURNING msg_id",
-						8, argtypes);
+						"         $1, $2, $3, $4, $5, $6, $7, $9, $10) RETURNING msg_id",
+						10, argtypes);
 	if (courier_execute(plan, values, nulls, false, SPI_OK_INSERT_RETURNING) != 1)
 		elog(ERROR, "pg_courier: send inserted " UINT64_FORMAT " rows", SPI_processed);
 	msg_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -312,8 +327,8 @@ PG_FUNCTION_INFO_V1(courier_send_batch);
 Datum
 courier_send_batch(PG_FUNCTION_ARGS)
 {
-	static Oid	argtypes[7] = {TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBARRAYOID, TEXTARRAYOID,
-	BYTEAARRAYOID, JSONBARRAYOID, TEXTARRAYOID};
+	static Oid	argtypes[9] = {TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBARRAYOID, TEXTARRAYOID,
+	BYTEAARRAYOID, JSONBARRAYOID, TEXTARRAYOID, INT4OID, CHAROID};
 	text	   *name = courier_arg_text(fcinfo, 0, "queue name");
 	ArrayType  *bodies;
 	BodyColumn	column;
@@ -337,8 +352,8 @@ courier_send_batch(PG_FUNCTION_ARGS)
 	CourierCall call;
 	CourierQueue *queue;
 	SPIPlanPtr	plan;
-	Datum		values[7];
-	char		nulls[7] = {' ', ' ', 'n', 'n', 'n', 'n', 'n'};
+	Datum		values[9];
+	char		nulls[9] = {' ', ' ', 'n', 'n', 'n', 'n', 'n', 'n', 'n'};
 	TimestampTz now;
 	int64	   *ids;
 
@@ -412,8 +427,6 @@ courier_send_batch(PG_FUNCTION_ARGS)
 	now = GetCurrentTimestamp();
 	values[0] = TimestampTzGetDatum(now);
 	values[1] = TimestampTzGetDatum(now + (delay_us < 0 ? queue->delay : delay_us));
-	values[2 + column] = PointerGetDatum(bodies);
-	nulls[2 + column] = ' ';
 	if (has_attrs)
 	{
 		values[5] = PG_GETARG_DATUM(2);
@@ -424,6 +437,26 @@ courier_send_batch(PG_FUNCTION_ARGS)
 		values[6] = PG_GETARG_DATUM(4);
 		nulls[6] = ' ';
 	}
+	if (queue->key_id != 0)
+	{
+		/* encrypted: an array of ciphertexts goes to body_bytes (crypto.c) */
+		Datum	   *sealed = palloc(sizeof(Datum) * nbodies);
+		char		type = 'b';
+
+		for (int i = 0; i < nbodies; i++)
+			sealed[i] = crypto_seal(queue, body_values[i], ARR_ELEMTYPE(bodies), &type);
+		values[2 + BODY_BYTEA] = PointerGetDatum(construct_array(sealed, nbodies, BYTEAOID, -1,
+																 false, TYPALIGN_INT));
+		nulls[2 + BODY_BYTEA] = ' ';
+		values[7] = Int32GetDatum(queue->key_id);
+		values[8] = CharGetDatum(type);
+		nulls[7] = nulls[8] = ' ';
+	}
+	else
+	{
+		values[2 + column] = PointerGetDatum(bodies);
+		nulls[2 + column] = ' ';
+	}
 
 	/*
 	 * Rows are inserted in array order, and nextval() runs once per row as it
@@ -431,13 +464,14 @@ courier_send_batch(PG_FUNCTION_ARGS)
 	 */
 	plan = courier_plan(queue, PLAN_SEND_BATCH,
 						"INSERT INTO courier.q_%1$d"
-						" (sent_at, visible_at, body, body_text, body_bytes, attributes, group_id)"
-						" SELECT $1, $2, b.j, b.t, b.y, b.a, b.g"
+						" (sent_at, visible_at, body, body_text, body_bytes, attributes, group_id,"
+						"  key_id, body_type)"
+						" SELECT $1, $2, b.j, b.t, b.y, b.a, b.g, $8, $9"
 						"   FROM ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5),"
 						"                   pg_catalog.unnest($6), pg_catalog.unnest($7))"
 						"        WITH ORDINALITY AS b(j, t, y, a, g, n)"
 						"  ORDER BY b.n RETURNING msg_id",
-						7, argtypes);
+						9, argtypes);
 	if (courier_execute(plan, values, nulls, false, SPI_OK_INSERT_RETURNING) != (uint64) nbodies)
 		elog(ERROR, "pg_courier: send_batch inserted " UINT64_FORMAT " rows", SPI_processed);
 	wait_signal_queue(queue, WAKE_ON_COMMIT | NOTIFY_ON_COMMIT);

@@ -278,6 +278,7 @@ CREATE FUNCTION courier._create_queue(queue_name text, visibility_timeout interv
 									  retry_max_delay interval, retry_jitter boolean,
 									  durable_leases boolean, fifo boolean,
 									  content_dedup boolean, dedup_window interval,
+									  encryption_key text,
 									  creator regrole)
 RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -307,6 +308,7 @@ BEGIN
 				content_dedup, dedup_window)
 		RETURNING queue_id INTO qid;
 	PERFORM courier._set_redrive_policy(qid, dead_letter_queue, max_receives);
+	PERFORM courier._set_queue_key(qid, encryption_key);
 	/*
 	 * Messages are only inserted and deleted, never updated: fillfactor 100.
 	 * Vacuum early and often so that acknowledged rows do not pile up at the
@@ -322,7 +324,9 @@ BEGIN
 			body_bytes	bytea,
 			attributes	jsonb,
 			dead_letter	jsonb,		-- set when moved here as a dead letter
-			group_id	text COLLATE "C"
+			group_id	text COLLATE "C",
+			key_id		integer,	-- encrypted body (in body_bytes): courier.data_key
+			body_type	"char"		-- encrypted body: 'j' jsonb, 't' text, 'b' bytea
 		) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 2000,
 				autovacuum_vacuum_insert_scale_factor = 0.05,
 				autovacuum_vacuum_cost_delay = 0)$ddl$, 'q_' || qid);
@@ -362,7 +366,7 @@ CREATE FUNCTION courier._alter_queue(qid integer, visibility_timeout interval, d
 									 retry_backoff text, retry_max_delay interval,
 									 retry_jitter boolean, durable_leases boolean,
 									 fifo boolean, content_dedup boolean,
-									 dedup_window interval)
+									 dedup_window interval, encryption_key text)
 RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
 	q courier.queue;
@@ -403,6 +407,7 @@ BEGIN
 		dedup_window = q.dedup_window
 	 WHERE queue_id = qid;
 	PERFORM courier._set_redrive_policy(qid, dead_letter_queue, max_receives);
+	PERFORM courier._set_queue_key(qid, encryption_key);
 	IF q.durable_leases <> was_durable THEN
 		EXECUTE format('ALTER TABLE courier.%I SET %s', 'l_' || qid,
 					   CASE WHEN q.durable_leases THEN 'LOGGED' ELSE 'UNLOGGED' END);
@@ -466,7 +471,8 @@ RETURNS regprocedure[] LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
 		|| CASE WHEN privilege IN ('receive', 'admin') THEN
 				ARRAY['receive', 'ack', 'ack_batch', 'change_visibility', 'release'] ELSE '{}' END
 		|| CASE WHEN privilege = 'admin' THEN
-				ARRAY['alter_queue', 'drop_queue', 'purge_queue', 'redrive', 'grant', 'revoke']
+				ARRAY['alter_queue', 'drop_queue', 'purge_queue', 'redrive', 'export_message', 'grant',
+					  'revoke']
 				ELSE '{}' END)
 $$;
 
@@ -509,11 +515,11 @@ REVOKE ALL ON FUNCTION courier._check_interval(text, interval, interval, text, t
 	courier._check_settings(interval, interval, interval, integer, boolean, interval, text,
 		interval, boolean, boolean, boolean, boolean, interval),
 	courier._create_queue(text, interval, interval, interval, integer, boolean, text, integer,
-		interval, text, interval, boolean, boolean, boolean, boolean, interval, regrole),
+		interval, text, interval, boolean, boolean, boolean, boolean, interval, text, regrole),
 	courier._create_fifo_tables(integer), courier._rebuild_groups(integer),
 	courier._set_redrive_policy(integer, text, integer),
 	courier._alter_queue(integer, interval, interval, interval, integer, boolean, text, integer,
-		interval, text, interval, boolean, boolean, boolean, boolean, interval),
+		interval, text, interval, boolean, boolean, boolean, boolean, interval, text),
 	courier._drop_queue(integer, boolean), courier._purge_queue(integer),
 	courier._privilege_functions(text),
 	courier._grant(integer, regrole, text), courier._revoke(integer, regrole, text),
@@ -539,7 +545,8 @@ CREATE FUNCTION courier.create_queue(queue_name text,
 	durable_leases boolean DEFAULT false,
 	fifo boolean DEFAULT false,
 	content_dedup boolean DEFAULT false,
-	dedup_window interval DEFAULT '5 minutes')
+	dedup_window interval DEFAULT '5 minutes',
+	encryption_key text DEFAULT NULL)
 RETURNS void AS 'MODULE_PATHNAME', 'courier_create_queue' LANGUAGE C;
 
 CREATE FUNCTION courier.alter_queue(queue_name text,
@@ -557,7 +564,8 @@ CREATE FUNCTION courier.alter_queue(queue_name text,
 	durable_leases boolean DEFAULT NULL,
 	fifo boolean DEFAULT NULL,
 	content_dedup boolean DEFAULT NULL,
-	dedup_window interval DEFAULT NULL)
+	dedup_window interval DEFAULT NULL,
+	encryption_key text DEFAULT NULL)
 RETURNS void AS 'MODULE_PATHNAME', 'courier_alter_queue' LANGUAGE C;
 
 CREATE FUNCTION courier.drop_queue(queue_name text, force boolean DEFAULT false)
@@ -819,9 +827,9 @@ BEGIN
 				leases AS (
 					DELETE FROM courier.%2$I l USING gone WHERE l.msg_id = gone.msg_id)
 				INSERT INTO courier.%3$I (msg_id, sent_at, visible_at, body, body_text, body_bytes,
-										  attributes, group_id)
+										  attributes, group_id, key_id, body_type)
 				SELECT msg_id, sent_at, pg_catalog.clock_timestamp(), body, body_text, body_bytes,
-					   attributes, group_id
+					   attributes, group_id, key_id, body_type
 				  FROM gone ORDER BY msg_id$sql$,
 				'q_' || dlq, 'l_' || dlq, 'q_' || dest) USING batch, target, dest;
 			GET DIAGNOSTICS moved = ROW_COUNT;
@@ -897,20 +905,4 @@ BEGIN
 	END LOOP;
 END $$;
 
-CREATE VIEW courier.queues AS
-SELECT q.queue_name, q.visibility_timeout, q.delay, q.retention, q.max_message_size,
-	   q.notify, 'courier_' || q.queue_id AS notify_channel,
-	   d.queue_name AS dead_letter_queue, q.max_receives, ds.depth AS dead_letter_depth,
-	   q.retry_delay, q.retry_backoff, q.retry_max_delay, q.retry_jitter, q.durable_leases,
-	   q.fifo, q.content_dedup, CASE WHEN q.fifo THEN q.dedup_window END AS dedup_window,
-	   q.created_at, s.depth, s.visible, s.in_flight, s.delayed,
-	   pg_catalog.clock_timestamp() - s.oldest_sent_at AS oldest_message_age,
-	   s.groups, s.groups_in_flight,
-	   pg_catalog.clock_timestamp() - s.oldest_ready_head_sent_at AS oldest_ready_group_age
-  FROM courier.queue q
-  JOIN courier._queue_stats() s ON s.queue_id = q.queue_id
-  LEFT JOIN courier.queue d ON d.queue_id = q.dead_letter_queue_id
-  LEFT JOIN courier._queue_stats() ds ON ds.queue_id = q.dead_letter_queue_id
- WHERE courier.has_queue_privilege(q.queue_name, 'receive')
-	OR courier.has_queue_privilege(q.queue_name, 'send');
 

@@ -31,8 +31,8 @@ SELECT is((SELECT count(*) FROM pg_depend d JOIN pg_extension e ON e.oid = d.ref
 -- Every documented function, with its argument types and return type.
 SELECT has_function('courier', f, a, format('courier.%s(%s) exists', f, array_to_string(a, ', ')))
   FROM (VALUES
-    ('create_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer', 'boolean', 'text', 'integer', 'interval', 'text', 'interval', 'boolean', 'boolean', 'boolean', 'boolean', 'interval']),
-    ('alter_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer', 'boolean', 'text', 'integer', 'interval', 'text', 'interval', 'boolean', 'boolean', 'boolean', 'boolean', 'interval']),
+    ('create_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer', 'boolean', 'text', 'integer', 'interval', 'text', 'interval', 'boolean', 'boolean', 'boolean', 'boolean', 'interval', 'text']),
+    ('alter_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer', 'boolean', 'text', 'integer', 'interval', 'text', 'interval', 'boolean', 'boolean', 'boolean', 'boolean', 'interval', 'text']),
     ('drop_queue', ARRAY['text', 'boolean']),
     ('purge_queue', ARRAY['text']),
     ('send', ARRAY['text', 'jsonb', 'jsonb', 'interval', 'text', 'text']),
@@ -54,8 +54,8 @@ SELECT has_function('courier', f, a, format('courier.%s(%s) exists', f, array_to
 
 SELECT function_returns('courier', f, a, r, format('courier.%s(%s) returns %s', f, array_to_string(a, ', '), r))
   FROM (VALUES
-    ('create_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer', 'boolean', 'text', 'integer', 'interval', 'text', 'interval', 'boolean', 'boolean', 'boolean', 'boolean', 'interval'], 'void'),
-    ('alter_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer', 'boolean', 'text', 'integer', 'interval', 'text', 'interval', 'boolean', 'boolean', 'boolean', 'boolean', 'interval'], 'void'),
+    ('create_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer', 'boolean', 'text', 'integer', 'interval', 'text', 'interval', 'boolean', 'boolean', 'boolean', 'boolean', 'interval', 'text'], 'void'),
+    ('alter_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer', 'boolean', 'text', 'integer', 'interval', 'text', 'interval', 'boolean', 'boolean', 'boolean', 'boolean', 'interval', 'text'], 'void'),
     ('drop_queue', ARRAY['text', 'boolean'], 'void'),
     ('purge_queue', ARRAY['text'], 'bigint'),
     ('send', ARRAY['text', 'jsonb', 'jsonb', 'interval', 'text', 'text'], 'bigint'),
@@ -83,10 +83,10 @@ SELECT is(
          expected,
          sig || ': parameter names / number of defaults')
   FROM (VALUES
-    ('courier.create_queue(text,interval,interval,interval,integer,boolean,text,integer,interval,text,interval,boolean,boolean,boolean,boolean,interval)',
-     '{queue_name,visibility_timeout,delay,retention,max_message_size,notify,dead_letter_queue,max_receives,retry_delay,retry_backoff,retry_max_delay,retry_jitter,durable_leases,fifo,content_dedup,dedup_window}/15'),
-    ('courier.alter_queue(text,interval,interval,interval,integer,boolean,text,integer,interval,text,interval,boolean,boolean,boolean,boolean,interval)',
-     '{queue_name,visibility_timeout,delay,retention,max_message_size,notify,dead_letter_queue,max_receives,retry_delay,retry_backoff,retry_max_delay,retry_jitter,durable_leases,fifo,content_dedup,dedup_window}/15'),
+    ('courier.create_queue(text,interval,interval,interval,integer,boolean,text,integer,interval,text,interval,boolean,boolean,boolean,boolean,interval,text)',
+     '{queue_name,visibility_timeout,delay,retention,max_message_size,notify,dead_letter_queue,max_receives,retry_delay,retry_backoff,retry_max_delay,retry_jitter,durable_leases,fifo,content_dedup,dedup_window,encryption_key}/16'),
+    ('courier.alter_queue(text,interval,interval,interval,integer,boolean,text,integer,interval,text,interval,boolean,boolean,boolean,boolean,interval,text)',
+     '{queue_name,visibility_timeout,delay,retention,max_message_size,notify,dead_letter_queue,max_receives,retry_delay,retry_backoff,retry_max_delay,retry_jitter,durable_leases,fifo,content_dedup,dedup_window,encryption_key}/16'),
     ('courier.drop_queue(text,boolean)', '{queue_name,force}/1'),
     ('courier.purge_queue(text)', '{queue_name}/0'),
     ('courier.send(text,jsonb,jsonb,interval,text,text)', '{queue_name,body,attributes,delay,group_id,dedup_id}/4'),
@@ -141,7 +141,7 @@ SELECT columns_are('courier', 'queues',
         'retry_delay', 'retry_backoff', 'retry_max_delay', 'retry_jitter', 'durable_leases',
         'fifo', 'content_dedup', 'dedup_window',
         'created_at', 'depth', 'visible', 'in_flight', 'delayed', 'oldest_message_age',
-        'groups', 'groups_in_flight', 'oldest_ready_group_age'],
+        'groups', 'groups_in_flight', 'oldest_ready_group_age', 'encryption_key'],
   'courier.queues has the documented columns');
 SELECT col_type_is('courier', 'queues', 'oldest_message_age', 'interval',
                    'courier.queues.oldest_message_age is an interval');
