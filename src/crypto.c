@@ -74,7 +74,7 @@
 #define WRAP_NONCE_LEN		12
 #define WRAP_TAG_LEN		16
 #define WRAPPED_LEN			(WRAP_NONCE_LEN + DATA_KEY_LEN + WRAP_TAG_LEN)
-#define MAX_KEY_NAME		80
+#define MAX_KEY_NAME		COURIER_MAX_NAME
 
 /* The master keys of the keyring file; loaded on first use. */
 typedef struct MasterKey
@@ -491,19 +491,7 @@ get_data_key(int32 key_id)
 static void
 check_key_name(text *name)
 {
-	const char *s = VARDATA_ANY(name);
-	int			len = VARSIZE_ANY_EXHDR(name);
-	bool		ok = (len >= 1 && len <= MAX_KEY_NAME);
-
-	for (int i = 0; ok && i < len; i++)
-		ok = (s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
-			(s[i] >= '0' && s[i] <= '9') || s[i] == '-' || s[i] == '_';
-	if (!ok)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid key name \"%s\"", pnstrdup(s, Min(len, 200))),
-				 errdetail("A key name has 1 to %d characters, each a letter, a digit, \"-\" or \"_\".",
-						   MAX_KEY_NAME)));
+	courier_check_object_name("key", VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name));
 }
 
 /*
