@@ -553,6 +553,8 @@ BEGIN
 			EXIT WHEN selected < 1000;
 		END LOOP;
 	END LOOP;
+	/* streams: whole slots past their retention (src/sql/50_stream.sql) */
+	PERFORM courier._maintain_streams();
 	RETURN total;
 END $$;
 
