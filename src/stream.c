@@ -5,9 +5,10 @@
  *	  revoke_stream(), has_stream_privilege(), append() and append_batch(),
  *	  and the backend-local stream cache they and streamread.c share.
  *
- * An append is one INSERT into the stream's data table (courier.s_<id>,
- * LIST-partitioned by time slot) through a cached plan, in the caller's
- * transaction.  It writes no row but its own and takes no lock but the
+ * An append is one INSERT, through a cached plan, into the table of the
+ * current time slot (courier.s_<id>_<slot>, a partition of courier.s_<id>:
+ * inserting there directly saves setting up tuple routing per statement),
+ * in the caller's transaction.  It writes no row but its own and takes no lock but the
  * INSERT's, so concurrent appenders never wait on each other, not even on
  * one partition: the position of a row is derived from its transaction's
  * top-level xid (stream.h), not from a counter that appenders would share.
@@ -255,16 +256,20 @@ stream_check_privilege(CourierCall *call, CourierStream *stream, int privilege)
 
 /*
  * stream_plan
- *		The stream's prepared plan 'which', prepared from sql_format (which
- *		names the data table as courier.s_%1$d) on first use.
+ *		The stream's prepared plan 'which' (+ slot, for the plans kept per
+ *		slot), prepared from sql_format on first use.  sql_format names the
+ *		data table as courier.s_%1$d and a slot's table as
+ *		courier.s_%1$d_%2$d.
  */
 SPIPlanPtr
-stream_plan(CourierStream *stream, StreamPlan which, const char *sql_format,
+stream_plan(CourierStream *stream, int which, int slot, const char *sql_format,
 			int nargs, Oid *argtypes)
 {
+	which += slot;
+	Assert(which >= 0 && which < NUM_STREAM_PLANS);
 	if (stream->plans[which] == NULL)
 	{
-		char	   *sql = psprintf(sql_format, stream->stream_id);
+		char	   *sql = psprintf(sql_format, stream->stream_id, slot);
 		SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
 
 		if (plan == NULL)
@@ -612,6 +617,7 @@ courier_append(PG_FUNCTION_ARGS)
 	CourierStream *stream;
 	TimestampTz now;
 	int64		position;
+	int16		slot;
 	SPIPlanPtr	plan;
 
 	courier_arg_notnull(fcinfo, 1, "message body");
@@ -626,7 +632,8 @@ courier_append(PG_FUNCTION_ARGS)
 
 	now = GetCurrentTimestamp();
 	position = stream_next_position();
-	values[0] = Int16GetDatum(stream_slot(stream, now));
+	slot = stream_slot(stream, now);
+	values[0] = Int16GetDatum(slot);
 	values[1] = Int16GetDatum((int16) stream_partition(stream, key));
 	values[2] = Int64GetDatum(position);
 	values[3] = TimestampTzGetDatum(now);
@@ -642,8 +649,9 @@ courier_append(PG_FUNCTION_ARGS)
 		values[8] = JsonbPGetDatum(attributes);
 		nulls[8] = ' ';
 	}
-	plan = stream_plan(stream, SPLAN_APPEND,
-					   "INSERT INTO courier.s_%1$d"
+	/* straight into the slot's table: no tuple routing to set up per statement */
+	plan = stream_plan(stream, SPLAN_APPEND, slot,
+					   "INSERT INTO courier.s_%1$d_%2$d"
 					   " (slot, part, position, appended_at, key, body, body_text, body_bytes,"
 					   "  attributes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
 					   9, argtypes);
@@ -688,6 +696,7 @@ courier_append_batch(PG_FUNCTION_ARGS)
 	CourierCall call;
 	CourierStream *stream;
 	TimestampTz now;
+	int16		slot;
 	SPIPlanPtr	plan;
 
 	courier_arg_notnull(fcinfo, 1, "message bodies");
@@ -765,7 +774,8 @@ courier_append_batch(PG_FUNCTION_ARGS)
 		part_datums[i] = Int16GetDatum(parts[i]);
 		positions[i] = stream_next_position();
 	}
-	values[0] = Int16GetDatum(stream_slot(stream, now));
+	slot = stream_slot(stream, now);
+	values[0] = Int16GetDatum(slot);
 	values[1] = TimestampTzGetDatum(now);
 	values[2] = PointerGetDatum(construct_array(part_datums, nbodies, INT2OID, 2, true,
 												TYPALIGN_SHORT));
@@ -773,8 +783,8 @@ courier_append_batch(PG_FUNCTION_ARGS)
 	values[5 + column] = PointerGetDatum(bodies);
 	nulls[5 + column] = ' ';
 
-	plan = stream_plan(stream, SPLAN_APPEND_BATCH,
-					   "INSERT INTO courier.s_%1$d"
+	plan = stream_plan(stream, SPLAN_APPEND_BATCH, slot,
+					   "INSERT INTO courier.s_%1$d_%2$d"
 					   " (slot, part, position, appended_at, key, body, body_text, body_bytes,"
 					   "  attributes)"
 					   " SELECT $1, b.p, b.n, $2, b.k, b.j, b.t, b.y, b.a"

@@ -34,14 +34,14 @@
 #define STREAM_XACT_START(xid)	((int64) (xid) << STREAM_XID_SHIFT)
 #define STREAM_XACT_OF(pos)		((int64) (pos) >> STREAM_XID_SHIFT)
 
-/* Cached plans of one stream. */
+/* Cached plans of one stream; appends have one per slot (they insert into the slot's table). */
 typedef enum StreamPlan
 {
-	SPLAN_APPEND,
-	SPLAN_APPEND_BATCH,
 	SPLAN_READ,
 	SPLAN_SEEK_TIME,
-	NUM_STREAM_PLANS
+	SPLAN_APPEND,
+	SPLAN_APPEND_BATCH = SPLAN_APPEND + STREAM_SLOTS,
+	NUM_STREAM_PLANS = SPLAN_APPEND_BATCH + STREAM_SLOTS
 } StreamPlan;
 
 /* A consumer group, as cached with its stream. */
@@ -70,8 +70,8 @@ typedef struct CourierStream
 /* stream.c */
 extern CourierStream *stream_lookup(text *name, bool missing_ok);
 extern void stream_check_privilege(CourierCall *call, CourierStream *stream, int privilege);
-extern SPIPlanPtr stream_plan(CourierStream *stream, StreamPlan which, const char *sql_format,
-							  int nargs, Oid *argtypes);
+extern SPIPlanPtr stream_plan(CourierStream *stream, int which, int slot,
+							  const char *sql_format, int nargs, Oid *argtypes);
 extern int32 stream_group_id(CourierStream *stream, text *group, bool missing_ok);
 extern void stream_check_name(const char *what, text *name);
 

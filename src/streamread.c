@@ -280,7 +280,7 @@ start_cursors(CourierStream *stream, Oid totype, Datum to, StreamCursor *curs, i
 		for (int i = 0; i < ncurs; i++)
 			cursor_from_snapshot(&curs[i], &sx, STREAM_XACT_START(sx.xmax) - 1);
 		/* a scan of the stream: seeking to a time is rare */
-		plan = stream_plan(stream, SPLAN_SEEK_TIME,
+		plan = stream_plan(stream, SPLAN_SEEK_TIME, 0,
 						   "SELECT m.part, pg_catalog.min(m.position) FROM courier.s_%1$d m"
 						   " WHERE m.appended_at >= $1 GROUP BY m.part",
 						   1, argtypes);
@@ -646,7 +646,7 @@ read_partition(ReadState *rs, StreamCursor *cur, SnapXids *sx)
 	int64		last = cur->pos;
 	uint64		n;
 
-	plan = stream_plan(rs->stream, SPLAN_READ,
+	plan = stream_plan(rs->stream, SPLAN_READ, 0,
 					   "SELECT c.part, c.position, c.key, c.body, c.body_text, c.body_bytes,"
 					   "       c.attributes, c.appended_at FROM ("
 					   " (SELECT m.part, m.position, m.key, m.body, m.body_text, m.body_bytes,"
@@ -842,7 +842,8 @@ courier_read(PG_FUNCTION_ARGS)
 			read_partition(&rs, &tries[(first + k) % ncurs], &sx);
 		snap_release(&sx);
 		now = GetCurrentTimestamp();
-		if (rs.got > 0 || now >= deadline || ncurs == 0)
+		/* a consumer that holds nothing waits too, rather than spin on its reads */
+		if (rs.got > 0 || now >= deadline)
 		{
 			store_delivered(group_id, consumer, tries, ncurs);
 			break;
