@@ -31,6 +31,7 @@ $node->init;
 $node->append_conf('postgresql.conf', qq{
 log_statement = none
 max_connections = 40
+courier.max_wait = '1h'
 });
 $node->start;
 
@@ -175,6 +176,33 @@ SELECT count(DISTINCT part) FROM got g1
 is( $node->safe_psql('postgres', q{
 SELECT count(DISTINCT consumer) FROM got WHERE grp = 'gb'}),
 	'3', 'partitions were spread over all three consumers of gb');
+
+# Long polling: a read that waits is woken by the commit of an append to its
+# stream, not by its timeout (50 minutes, far beyond the harness timeout: a
+# lost wake-up fails the test), and not by an append that rolls back.
+$node->safe_psql('postgres', q{
+SELECT courier.create_stream('lp');
+SELECT courier.create_group('lp', 'g', 'latest');
+});
+my ($lp_out, $lp_err) = ('', '');
+my $lp_timer = IPC::Run::timer($PostgreSQL::Test::Utils::timeout_default);
+my $lp = IPC::Run::start(
+	[
+		'psql', '-XAtq', '-v', 'ON_ERROR_STOP=1', '-d', "$connstr application_name=lp_reader", '-c',
+		"SELECT body_text FROM courier.read('lp', 'g', 'w', 10, lease => '1 hour', wait => '50 minutes')"
+	],
+	'<', \undef, '>', \$lp_out, '2>', \$lp_err, $lp_timer);
+ok( $node->poll_query_until('postgres', q{
+SELECT count(*) = 1 FROM pg_stat_activity
+ WHERE application_name = 'lp_reader' AND wait_event_type = 'Extension'}),
+	'the read waits, sleeping');
+$node->safe_psql('postgres', q{
+BEGIN; SELECT courier.append('lp', 'never'::text); ROLLBACK;
+SELECT courier.append('lp', 'woken'::text);
+});
+my $lp_ok = eval { $lp->finish; 1 };
+ok($lp_ok && !$lp_timer->is_expired, 'the waiting read returned once the append committed');
+is($lp_out, "woken\n", 'it returned the committed message only');
 
 $node->stop;
 done_testing();
