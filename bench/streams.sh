@@ -11,7 +11,7 @@
 #   4. table size over ST_SIZE_SECONDS of appends at ~ST_SIZE_RATE messages/s with retention
 #      1 minute and maintain() every 5 s (target: flat once the retention is reached)
 #
-# Settings (environment): ST_SECONDS per pgbench run (default 8), ST_ROUNDS (2), ST_PREFILL
+# Settings (environment): ST_SECONDS per pgbench run (default 5), ST_ROUNDS (4), ST_PREFILL
 # messages for the read run (400000), ST_DROP_ROWS (200000 1000000), ST_SIZE_SECONDS (130),
 # ST_SIZE_RATE (5000).  Prints `uptime` with the figures: the machine may be shared.
 set -euo pipefail
@@ -21,8 +21,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$ROOT/tools/lib.sh"
 export PATH="$PGBIN:$PATH"
 
-ST_SECONDS=${ST_SECONDS:-8}
-ST_ROUNDS=${ST_ROUNDS:-2}
+ST_SECONDS=${ST_SECONDS:-5}
+ST_ROUNDS=${ST_ROUNDS:-4}
 ST_PREFILL=${ST_PREFILL:-400000}
 ST_DROP_ROWS=${ST_DROP_ROWS:-200000 1000000}
 ST_SIZE_SECONDS=${ST_SIZE_SECONDS:-130}
