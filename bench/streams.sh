@@ -31,7 +31,7 @@ BODY='{"event": "order.created", "order_id": 1234567, "customer": "c-000042", "i
 
 dir=$(mktemp -d /tmp/pg_courier_streams.XXXXXX)
 chmod 755 "$dir"
-trap 'cluster_stop "$dir/pg"' EXIT
+trap 'cluster_stop "$dir/pg"; rm -rf "$dir"' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 CLUSTER_CONF="shared_buffers = 1GB
