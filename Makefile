@@ -3,6 +3,7 @@
 #   make demo    install what is missing, build, install, run the booking example
 #   make test    the same set-up, then every test suite (last line: N passed, N failed)
 #   make bench   the same set-up, then the benchmarks in bench/
+#   make fuzz    fuzz the OpenPGP packet code (src/pgp.c) for FUZZ_SECONDS (60) seconds
 #
 # Everything below the first block is plain PGXS.
 
@@ -33,11 +34,12 @@ include $(PGXS)
 endif
 
 $(OBJS): src/courier.h
+src/crypto.o src/pgp.o: src/pgp.h
 
 pg_courier--0.1.sql: $(SQL_PARTS)
 	cat $(SQL_PARTS) > $@
 
-.PHONY: demo test bench setup
+.PHONY: demo test bench setup fuzz
 
 setup:
 	@tools/setup.sh
@@ -53,3 +55,6 @@ test:
 bench:
 	@tools/setup.sh
 	@bench/run
+
+fuzz:
+	@fuzz/run.sh

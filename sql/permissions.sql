@@ -260,7 +260,8 @@ SELECT courier.create_queue('pt_created');
 RESET ROLE;
 GRANT USAGE ON SCHEMA courier TO regress_courier_creator;
 GRANT EXECUTE ON FUNCTION courier.create_queue(text, interval, interval, interval, integer, boolean,
-                                               text, integer, interval, text, interval, boolean, boolean)
+                                               text, integer, interval, text, interval, boolean, boolean,
+                                               boolean, boolean, interval, text)
   TO regress_courier_creator;
 SET ROLE regress_courier_creator;
 SELECT courier.create_queue('pt_created');

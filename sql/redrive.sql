@@ -647,6 +647,38 @@ SELECT queue_name, dead_letter_queue FROM courier.queues WHERE queue_name LIKE '
  ORDER BY queue_name;
 
 --
+-- FIFO queues: dead letters keep their group; dead-lettering a group's head
+-- lets the group's next message go in the same receive; redrive brings them
+-- back into their groups
+--
+SELECT courier.create_queue('rd_fifo_dlq', fifo => true);
+SELECT courier.create_queue('rd_fifo', fifo => true, dead_letter_queue => 'rd_fifo_dlq',
+                            max_receives => 1);
+SELECT courier.send('rd_fifo', body, group_id => grp) IS NOT NULL AS sent
+  FROM (VALUES ('g1', 'G'), ('g2', 'G'), ('h1', 'H')) AS v(body, grp);
+-- first delivery of G's head; its lease ends at once
+SELECT body_text, group_id, receive_count FROM courier.receive('rd_fifo', 1, '0');
+-- g1 has had its one delivery: moved, and g2 (then h1) delivered by the same call
+SELECT body_text, group_id, receive_count FROM courier.receive('rd_fifo', 10, '0');
+SELECT body_text, group_id, dead_letter->>'queue' AS from_queue
+  FROM courier.receive('rd_fifo_dlq', 10, '0') ORDER BY msg_id;
+-- g2 and h1 go too: the queue is empty, and so is its group line
+SELECT count(*) FROM courier.receive('rd_fifo', 10, '0');
+SELECT queue_name, depth, groups FROM courier.queues
+ WHERE queue_name IN ('rd_fifo', 'rd_fifo_dlq') ORDER BY queue_name;
+SELECT courier.redrive('rd_fifo_dlq');
+SELECT queue_name, depth, groups FROM courier.queues
+ WHERE queue_name IN ('rd_fifo', 'rd_fifo_dlq') ORDER BY queue_name;
+-- back in their groups, in order, with their counts started over
+SELECT body_text, group_id, receive_count FROM courier.receive('rd_fifo', 10);
+-- no redrive between kinds, no policy between kinds
+SELECT courier.create_queue('rd_std_dlq');
+SELECT courier.redrive('rd_fifo_dlq', to_queue => 'rd_std_dlq');
+\echo :SQLSTATE
+SELECT courier.alter_queue('rd_fifo', dead_letter_queue => 'rd_std_dlq', max_receives => 2);
+\echo :SQLSTATE
+
+--
 -- clean up
 --
 SELECT courier.drop_queue(queue_name, force => true)

@@ -20,6 +20,7 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
 #include "storage/lock.h"
@@ -107,6 +108,51 @@ courier_parse_receipt(const char *receipt, int64 *msg_id, int64 *token)
 	*token = (int64) tok;
 }
 
+/*
+ * What an ack on a FIFO queue returns per deleted message: its group if the
+ * group may have no message left (none but those being acknowledged, as
+ * the statement's snapshot sees it), else NULL; groups_forget_if_empty
+ * checks again under the group lock.
+ */
+#define ACK_EMPTIED_GROUP(others) \
+	"CASE WHEN EXISTS (SELECT FROM courier.q_%1$d o" \
+	"                   WHERE o.group_id = m.group_id AND o." others ")" \
+	" THEN NULL ELSE m.group_id END"
+
+/*
+ * After an ack on a FIFO queue: waiting receives are woken at commit (the
+ * groups may be ready now), and the groups of the messages just deleted
+ * (SPI_tuptable, column 1) lose their rows if no message is left
+ * (groups.c).
+ */
+static void
+forget_emptied_groups(CourierQueue *queue)
+{
+	uint64		n = SPI_processed;
+	Datum	   *groups = palloc(sizeof(Datum) * (n + 1));
+	int			ngroups = 0;
+
+	/* the next message of each group may be deliverable now: wake waiters at commit */
+	if (n > 0)
+		wait_signal_queue(queue, WAKE_ON_COMMIT);
+
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+		Datum		group = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+
+		/* messages of a group are mostly adjacent; a repeat only costs a statement */
+		if (isnull || (ngroups > 0 &&
+					   DatumGetBool(DirectFunctionCall2Coll(texteq, C_COLLATION_OID,
+																 groups[ngroups - 1], group))))
+			continue;
+		groups[ngroups++] = PointerGetDatum(DatumGetTextPCopy(group));
+	}
+	SPI_freetuptable(SPI_tuptable);
+	for (int j = 0; j < ngroups; j++)
+		groups_forget_if_empty(queue, groups[j]);
+}
+
 static void
 stale_receipt(CourierQueue *queue)
 {
@@ -148,13 +194,21 @@ courier_ack(PG_FUNCTION_ARGS)
 	args[0] = Int64GetDatum(msg_id);
 	args[1] = Int64GetDatum(token);
 	plan = courier_plan(queue, PLAN_ACK,
+						queue->fifo ?
 						"WITH l AS (DELETE FROM courier.l_%1$d"
 						"            WHERE msg_id = $1 AND token = $2 RETURNING msg_id)"
-						" DELETE FROM courier.q_%1$d m USING l WHERE m.msg_id = l.msg_id",
+						" DELETE FROM courier.q_%1$d m USING l WHERE m.msg_id = l.msg_id"
+						" RETURNING " ACK_EMPTIED_GROUP("msg_id <> $1") :
+						"WITH l AS (DELETE FROM courier.l_%1$d"
+						"            WHERE msg_id = $1 AND token = $2 RETURNING msg_id)"
+						" DELETE FROM courier.q_%1$d m USING l WHERE m.msg_id = l.msg_id"
+						" RETURNING NULL::text",
 						2, argtypes);
-	(void) courier_execute(plan, args, NULL, false, SPI_OK_DELETE);
+	(void) courier_execute(plan, args, NULL, false, SPI_OK_DELETE_RETURNING);
 	if (SPI_processed != 1)
 		stale_receipt(queue);
+	if (queue->fifo)
+		forget_emptied_groups(queue);
 
 	courier_leave(&call);
 	PG_RETURN_VOID();
@@ -244,14 +298,24 @@ courier_ack_batch(PG_FUNCTION_ARGS)
 	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	args[1] = PointerGetDatum(construct_array(tokens, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	plan = courier_plan(queue, PLAN_ACK_BATCH,
+						queue->fifo ?
 						"WITH l AS (DELETE FROM courier.l_%1$d l"
 						"            USING ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS r(msg_id, token)"
 						"            WHERE l.msg_id = r.msg_id AND l.token = r.token"
 						"           RETURNING l.msg_id)"
-						" DELETE FROM courier.q_%1$d m USING l WHERE m.msg_id = l.msg_id",
+						" DELETE FROM courier.q_%1$d m USING l WHERE m.msg_id = l.msg_id"
+						" RETURNING " ACK_EMPTIED_GROUP("msg_id <> ALL ($1)") :
+						"WITH l AS (DELETE FROM courier.l_%1$d l"
+						"            USING ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS r(msg_id, token)"
+						"            WHERE l.msg_id = r.msg_id AND l.token = r.token"
+						"           RETURNING l.msg_id)"
+						" DELETE FROM courier.q_%1$d m USING l WHERE m.msg_id = l.msg_id"
+						" RETURNING NULL::text",
 						2, argtypes);
-	(void) courier_execute(plan, args, NULL, false, SPI_OK_DELETE);
+	(void) courier_execute(plan, args, NULL, false, SPI_OK_DELETE_RETURNING);
 	acked = SPI_processed;
+	if (queue->fifo)
+		forget_emptied_groups(queue);
 
 	courier_leave(&call);
 	PG_RETURN_INT32((int32) acked);

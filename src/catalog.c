@@ -226,46 +226,6 @@ courier_load_grants(const char *sql, int32 id, const char *const *names, int *ng
 	return grants;
 }
 
-/* Whether roleid holds privilege in grants, directly or through a role it is a member of. */
-bool
-courier_grants_allow(Oid roleid, const CourierGrant *grants, int ngrants, int privilege)
-{
-	if (superuser_arg(roleid))
-		return true;
-	for (int i = 0; i < ngrants; i++)
-	{
-		if ((grants[i].privileges & privilege) == privilege &&
-			has_privs_of_role(roleid, grants[i].grantee))
-			return true;
-	}
-	return false;
-}
-
-/*
- * courier_run_internal
- *		Runs an internal function as the owner (between courier_enter and
- *		courier_leave) with the given arguments; NULL arguments are passed
- *		as SQL NULLs.  Returns the first column of its single row, or 0 if
- *		it is NULL.
- */
-Datum
-courier_run_internal(const char *sql, int nargs, Oid *argtypes, Datum *values, const bool *isnull)
-{
-	char		nulls[16];
-	int			ret;
-	bool		resnull;
-	Datum		result;
-
-	Assert(nargs <= 16);
-	for (int i = 0; i < nargs; i++)
-		nulls[i] = isnull[i] ? 'n' : ' ';
-	ret = SPI_execute_with_args(sql, nargs, argtypes, values, nulls, false, 0);
-	if ((ret != SPI_OK_SELECT && ret != SPI_OK_INSERT_RETURNING) || SPI_processed != 1)
-		elog(ERROR, "pg_courier: \"%s\" failed: %s", sql, SPI_result_code_string(ret));
-	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &resnull);
-	return resnull ? (Datum) 0 : result;
-}
-
 static void
 load_queue(CourierQueue *queue)
 {
@@ -282,7 +242,9 @@ load_queue(CourierQueue *queue)
 								"       EXISTS (SELECT FROM courier.queue s"
 								"                WHERE s.dead_letter_queue_id = q.queue_id),"
 								"       retry_delay, retry_backoff = 'exponential', retry_max_delay,"
-								"       retry_jitter"
+								"       retry_jitter, fifo, content_dedup, dedup_window,"
+								"       (SELECT d.fifo FROM courier.queue d"
+								"         WHERE d.queue_id = q.dead_letter_queue_id)"
 								"  FROM courier.queue q WHERE queue_name = $1",
 								1, argtypes, values, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
@@ -311,6 +273,13 @@ load_queue(CourierQueue *queue)
 	queue->retry_exponential = DatumGetBool(SPI_getbinval(tuple, tupdesc, 10, &isnull));
 	queue->retry_max_delay = *DatumGetIntervalP(SPI_getbinval(tuple, tupdesc, 11, &isnull));
 	queue->retry_jitter = DatumGetBool(SPI_getbinval(tuple, tupdesc, 12, &isnull));
+	queue->fifo = DatumGetBool(SPI_getbinval(tuple, tupdesc, 13, &isnull));
+	queue->content_dedup = DatumGetBool(SPI_getbinval(tuple, tupdesc, 14, &isnull));
+	queue->dedup_window =
+		interval_to_usecs(DatumGetIntervalP(SPI_getbinval(tuple, tupdesc, 15, &isnull)));
+	queue->dead_letter_fifo = DatumGetBool(SPI_getbinval(tuple, tupdesc, 16, &isnull)) && !isnull;
+	queue->groups_checked = false;
+	crypto_load_queue(queue);
 
 	queue->grants = courier_load_grants("SELECT grantee::oid, privilege FROM courier.queue_grant"
 										" WHERE queue_id = $1",
@@ -324,6 +293,16 @@ load_queue(CourierQueue *queue)
 void
 courier_check_name(const char *name, int len)
 {
+	courier_check_object_name("queue", name, len);
+}
+
+/*
+ * courier_check_object_name
+ *		The same rule for the names of other objects (kind: "topic", ...).
+ */
+void
+courier_check_object_name(const char *kind, const char *name, int len)
+{
 	bool		ok = (len >= 1 && len <= COURIER_MAX_NAME);
 
 	for (int i = 0; ok && i < len; i++)
@@ -336,9 +315,9 @@ courier_check_name(const char *name, int len)
 	if (!ok)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid queue name \"%s\"", pnstrdup(name, Min(len, 200))),
-				 errdetail("A queue name has 1 to %d characters, each a letter, a digit, \"-\" or \"_\".",
-						   COURIER_MAX_NAME)));
+				 errmsg("invalid %s name \"%s\"", kind, pnstrdup(name, Min(len, 200))),
+				 errdetail("A %s name has 1 to %d characters, each a letter, a digit, \"-\" or \"_\".",
+						   kind, COURIER_MAX_NAME)));
 }
 
 /*
@@ -391,6 +370,21 @@ bool
 courier_has_privilege(Oid roleid, CourierQueue *queue, int privilege)
 {
 	return courier_grants_allow(roleid, queue->grants, queue->ngrants, privilege);
+}
+
+/* Whether grants give roleid privilege, directly or through membership (queues and topics). */
+bool
+courier_grants_allow(Oid roleid, const CourierGrant *grants, int ngrants, int privilege)
+{
+	if (superuser_arg(roleid))
+		return true;
+	for (int i = 0; i < ngrants; i++)
+	{
+		if ((grants[i].privileges & privilege) == privilege &&
+			has_privs_of_role(roleid, grants[i].grantee))
+			return true;
+	}
+	return false;
 }
 
 void

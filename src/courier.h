@@ -20,6 +20,7 @@
 #include "access/xact.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
@@ -63,6 +64,13 @@ typedef enum CourierPlan
 	PLAN_SET_VISIBILITY,
 	PLAN_NEXT_VISIBLE,
 	PLAN_DEAD_LETTER,
+	PLAN_FIFO_CANDIDATES,
+	PLAN_FIFO_LEASE,
+	PLAN_GROUP_ADD,
+	PLAN_GROUP_FORGET,
+	PLAN_GROUP_MARKER,
+	PLAN_DEDUP_CLAIM,
+	PLAN_DEDUP_ORIGINAL,
 	NUM_COURIER_PLANS
 } CourierPlan;
 
@@ -91,6 +99,12 @@ typedef struct CourierQueue
 	bool		retry_exponential;
 	Interval	retry_max_delay;
 	bool		retry_jitter;
+	bool		fifo;					/* FIFO queue: message groups (groups.c) */
+	bool		content_dedup;			/* FIFO: dedup by body hash without dedup_id */
+	int64		dedup_window;			/* microseconds */
+	bool		dead_letter_fifo;		/* the dead-letter queue is a FIFO queue */
+	bool		groups_checked;			/* groups.c: group table known to be built */
+	int32		key_id;				/* crypto.c: current data key version, 0: none */
 	int64		scan_hint;			/* receive.c: where the next scan may start */
 	TimestampTz full_scan_at;		/* receive.c: when a scan last started at 0 */
 } CourierQueue;
@@ -114,10 +128,22 @@ typedef struct CourierMessage
 	Oid			body_type;
 	Jsonb	   *attributes;
 	int64		delay_us;
+	text	   *group_id;		/* NULL: none (required by FIFO queues) */
+	text	   *dedup_id;		/* NULL: none (FIFO queues only) */
 } CourierMessage;
 
 /* send.c */
-extern int64 courier_enqueue(CourierQueue *queue, const CourierMessage *msg);
+extern int64 courier_enqueue(CourierQueue *queue, CourierMessage *msg);
+
+/* groups.c */
+#define COURIER_MAX_GROUP_ID	128
+extern void groups_check_message(CourierQueue *queue, CourierMessage *msg);
+extern void groups_lock(CourierQueue *queue, text *group_id);
+extern bool groups_try_lock(int32 queue_id, const char *group_id, int len, bool release);
+extern void groups_add(CourierQueue *queue, text *group_id);
+extern void groups_forget_if_empty(CourierQueue *queue, Datum group_id);
+extern void groups_ensure_built(CourierQueue *queue);
+extern bool groups_dedup_claim(CourierQueue *queue, CourierMessage *msg, int64 *msg_id);
 
 /* catalog.c */
 extern void courier_enter(CourierCall *call);
@@ -128,13 +154,12 @@ extern void courier_check_privilege(CourierCall *call, CourierQueue *queue, int 
 extern bool courier_has_privilege(Oid roleid, CourierQueue *queue, int privilege);
 extern CourierGrant *courier_load_grants(const char *sql, int32 id, const char *const *names,
 										 int *ngrants);
-extern bool courier_grants_allow(Oid roleid, const CourierGrant *grants, int ngrants,
-								 int privilege);
-extern Datum courier_run_internal(const char *sql, int nargs, Oid *argtypes, Datum *values,
-								  const bool *isnull);
 extern SPIPlanPtr courier_plan(CourierQueue *queue, CourierPlan which, const char *sql_format,
 							   int nargs, Oid *argtypes);
 extern void courier_check_name(const char *name, int len);
+extern void courier_check_object_name(const char *kind, const char *name, int len);
+extern bool courier_grants_allow(Oid roleid, const CourierGrant *grants, int ngrants,
+								 int privilege);
 extern uint64 courier_execute(SPIPlanPtr plan, Datum *args, const char *nulls, bool read_only,
 							  int expected);
 extern Datum courier_int8_array(const int64 *values, int n);
@@ -142,6 +167,13 @@ extern text *courier_arg_text(FunctionCallInfo fcinfo, int argno, const char *wh
 extern void courier_arg_notnull(FunctionCallInfo fcinfo, int argno, const char *what);
 extern int64 courier_interval_usecs(Interval *interval, const char *what, int64 max_usecs);
 extern void courier_relcache_callback(Datum arg, Oid relid);
+
+/* queue.c */
+extern Datum courier_run_internal(const char *sql, int nargs, Oid *argtypes, Datum *values,
+								  bool *isnull);
+
+/* topic.c */
+extern void courier_topic_relcache_callback(Datum arg, Oid relid);
 
 /* wait.c */
 #define WAKE_ON_COMMIT		0x01
@@ -160,8 +192,18 @@ extern void wait_begin_id(int32 id);
 extern void wait_end_id(int32 id);
 extern bool wait_sleep(TimestampTz until);
 
+/* crypto.c */
+extern void crypto_init(void);
+extern bool crypto_check_keyring_file(char **newval, void **extra, GucSource source);
+extern void crypto_assign_keyring_file(const char *newval, void *extra);
+extern void crypto_load_queue(CourierQueue *queue);
+extern Datum crypto_seal(CourierQueue *queue, Datum body, Oid body_type, char *type);
+extern bool crypto_open(CourierQueue *queue, int64 msg_id, int32 key_id, char body_type,
+						Datum ciphertext, Datum *values, bool *nulls);
+
 /* pg_courier.c */
 extern int	courier_max_wait_ms;
+extern char *courier_keyring_file;
 
 /* ack.c */
 extern bool courier_lock_message(int64 msg_id, bool wait);

@@ -21,6 +21,36 @@
 
 #include "courier.h"
 
+/*
+ * Runs an internal function as the owner (between courier_enter and
+ * courier_leave) with the given arguments; NULL arguments are passed as SQL
+ * NULLs.  Returns the first column of the result, or 0 if it is NULL.
+ */
+static Datum
+run_internal(const char *sql, int nargs, Oid *argtypes, Datum *values, bool *isnull)
+{
+	char		nulls[16];
+	int			ret;
+	bool		resnull;
+	Datum		result;
+
+	Assert(nargs <= 16);
+	for (int i = 0; i < nargs; i++)
+		nulls[i] = isnull[i] ? 'n' : ' ';
+	ret = SPI_execute_with_args(sql, nargs, argtypes, values, nulls, false, 0);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "pg_courier: \"%s\" failed: %s", sql, SPI_result_code_string(ret));
+	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &resnull);
+	return resnull ? (Datum) 0 : result;
+}
+
+/* run_internal() for the other modules' entry points (topic.c). */
+Datum
+courier_run_internal(const char *sql, int nargs, Oid *argtypes, Datum *values, bool *isnull)
+{
+	return run_internal(sql, nargs, argtypes, values, isnull);
+}
+
 /* Looks the queue up and checks the caller is its admin; returns its id. */
 static int32
 admin_queue(CourierCall *call, text *name)
@@ -32,7 +62,7 @@ admin_queue(CourierCall *call, text *name)
 }
 
 /* create_queue and alter_queue take the same settings, in this order, after the name. */
-#define QUEUE_SETTINGS 12
+#define QUEUE_SETTINGS 16
 static Oid	settings_types[QUEUE_SETTINGS] = {
 	INTERVALOID,				/* visibility_timeout */
 	INTERVALOID,				/* delay */
@@ -45,7 +75,11 @@ static Oid	settings_types[QUEUE_SETTINGS] = {
 	TEXTOID,					/* retry_backoff */
 	INTERVALOID,				/* retry_max_delay */
 	BOOLOID,					/* retry_jitter */
-	BOOLOID						/* durable_leases */
+	BOOLOID,					/* durable_leases */
+	BOOLOID,					/* fifo */
+	BOOLOID,					/* content_dedup */
+	INTERVALOID,				/* dedup_window */
+	TEXTOID						/* encryption_key: a key name (crypto.c) */
 };
 
 /* Copies the settings arguments 1..QUEUE_SETTINGS into values[first...]. */
@@ -72,7 +106,10 @@ settings_args(FunctionCallInfo fcinfo, Oid *types, Datum *values, bool *isnull, 
  *						dead_letter_queue text, max_receives integer,
  *						retry_delay interval, retry_backoff text,
  *						retry_max_delay interval, retry_jitter boolean,
- *						durable_leases boolean) RETURNS void
+ *						durable_leases boolean, fifo boolean,
+ *						content_dedup boolean, dedup_window interval,
+ *						encryption_key text)
+ *	 RETURNS void
  *		Create a queue; a caller who is not a superuser becomes its admin.
  *
  * Who may create queues is decided by EXECUTE on this function.
@@ -100,8 +137,8 @@ courier_create_queue(PG_FUNCTION_ARGS)
 	argtypes[QUEUE_SETTINGS + 1] = REGROLEOID;
 	values[QUEUE_SETTINGS + 1] = ObjectIdGetDatum(call.caller);
 	isnull[QUEUE_SETTINGS + 1] = superuser_arg(call.caller);
-	courier_run_internal("SELECT courier._create_queue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
-				 " $11, $12, $13, $14)",
+	run_internal("SELECT courier._create_queue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
+				 " $11, $12, $13, $14, $15, $16, $17, $18)",
 				 QUEUE_SETTINGS + 2, argtypes, values, isnull);
 	courier_leave(&call);
 	PG_RETURN_VOID();
@@ -128,8 +165,8 @@ courier_alter_queue(PG_FUNCTION_ARGS)
 	argtypes[0] = INT4OID;
 	values[0] = Int32GetDatum(admin_queue(&call, name));
 	isnull[0] = false;
-	courier_run_internal("SELECT courier._alter_queue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
-				 " $11, $12, $13)",
+	run_internal("SELECT courier._alter_queue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
+				 " $11, $12, $13, $14, $15, $16, $17)",
 				 QUEUE_SETTINGS + 1, argtypes, values, isnull);
 	courier_leave(&call);
 	PG_RETURN_VOID();
@@ -154,7 +191,7 @@ courier_drop_queue(PG_FUNCTION_ARGS)
 	values[1] = BoolGetDatum(PG_NARGS() > 1 && !PG_ARGISNULL(1) && PG_GETARG_BOOL(1));
 	courier_enter(&call);
 	values[0] = Int32GetDatum(admin_queue(&call, name));
-	courier_run_internal("SELECT courier._drop_queue($1, $2)", 2, argtypes, values, isnull);
+	run_internal("SELECT courier._drop_queue($1, $2)", 2, argtypes, values, isnull);
 	courier_leave(&call);
 	PG_RETURN_VOID();
 }
@@ -206,7 +243,7 @@ courier_redrive(PG_FUNCTION_ARGS)
 		values[1] = Int32GetDatum(target->queue_id);
 		isnull[1] = false;
 	}
-	moved = DatumGetInt64(courier_run_internal("SELECT courier._redrive($1, $2, $3)",
+	moved = DatumGetInt64(run_internal("SELECT courier._redrive($1, $2, $3)",
 									   3, argtypes, values, isnull));
 	courier_leave(&call);
 	PG_RETURN_INT64(moved);
@@ -230,7 +267,7 @@ courier_purge_queue(PG_FUNCTION_ARGS)
 
 	courier_enter(&call);
 	values[0] = Int32GetDatum(admin_queue(&call, name));
-	removed = DatumGetInt64(courier_run_internal("SELECT courier._purge_queue($1)",
+	removed = DatumGetInt64(run_internal("SELECT courier._purge_queue($1)",
 										 1, argtypes, values, isnull));
 	courier_leave(&call);
 	PG_RETURN_INT64(removed);
@@ -252,7 +289,7 @@ change_grant(FunctionCallInfo fcinfo, const char *internal)
 	isnull[2] = PG_ARGISNULL(2);
 	courier_enter(&call);
 	values[0] = Int32GetDatum(admin_queue(&call, name));
-	courier_run_internal(internal, 3, argtypes, values, isnull);
+	run_internal(internal, 3, argtypes, values, isnull);
 	courier_leave(&call);
 }
 

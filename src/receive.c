@@ -52,7 +52,7 @@
 
 #include "courier.h"
 
-#define RECEIVE_COLUMNS 9
+#define RECEIVE_COLUMNS 10
 
 static Datum
 detoast_if_external(Datum value)
@@ -95,6 +95,85 @@ typedef struct ReceiveState
 } ReceiveState;
 
 /*
+ * Adds row i of SPI_tuptable, a leased message (msg_id, body, body_text,
+ * body_bytes, attributes, sent_at, receive_count, dead_letter, group_id,
+ * key_id, body_type), to the result and sets *msg_id.  Returns false, and
+ * adds nothing, for an encrypted body that cannot be opened: it stays
+ * leased, so its receive count grows and the redrive policy applies
+ * (crypto.c warns).
+ */
+static bool
+add_row(ReceiveState *rs, uint64 i, int64 *msg_id)
+{
+	HeapTuple	tuple = SPI_tuptable->vals[i];
+	TupleDesc	desc = SPI_tuptable->tupdesc;
+	Datum		values[RECEIVE_COLUMNS];
+	bool		nulls[RECEIVE_COLUMNS];
+	MemoryContext oldcontext;
+	bool		key_null;
+	Datum		key_id;
+
+	*msg_id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &nulls[0]));
+	values[0] = Int64GetDatum(*msg_id);
+	values[1] = CStringGetTextDatum(psprintf("%llx.%016llx", (unsigned long long) *msg_id,
+											 (unsigned long long) rs->token));
+	nulls[1] = false;
+	for (int c = 2; c < RECEIVE_COLUMNS; c++)
+	{
+		values[c] = SPI_getbinval(tuple, desc, c, &nulls[c]);
+		if (!nulls[c] && c != 6 && c != 7)	/* not sent_at, receive_count */
+			values[c] = detoast_if_external(values[c]);
+	}
+	key_id = SPI_getbinval(tuple, desc, RECEIVE_COLUMNS, &key_null);
+	if (!key_null &&
+		!crypto_open(rs->queue, *msg_id, DatumGetInt32(key_id),
+					 DatumGetChar(SPI_getbinval(tuple, desc, RECEIVE_COLUMNS + 1, &key_null)),
+					 values[4], &values[2], &nulls[2]))
+		return false;
+	oldcontext = MemoryContextSwitchTo(rs->row_context);
+	rs->rows[rs->got] = heap_form_tuple(rs->tupdesc, values, nulls);
+	MemoryContextSwitchTo(oldcontext);
+	rs->row_ids[rs->got] = *msg_id;
+	rs->got++;
+	return true;
+}
+
+/*
+ * The dead-letter move: lease rows and messages out, messages into the
+ * dead-letter queue; a FIFO dead-letter queue also gets the rows of the
+ * groups moved in.
+ */
+#define DEAD_LETTER_MOVED \
+	"WITH dead AS (" \
+	" DELETE FROM courier.l_%1$d l" \
+	"  WHERE l.msg_id = ANY ($1) AND l.invisible_until <= $2" \
+	"    AND l.receive_count >= $3" \
+	" RETURNING l.msg_id, l.receive_count, l.first_received_at," \
+	"           l.last_received_at, l.last_error)," \
+	" moved AS (" \
+	" DELETE FROM courier.q_%1$d m USING dead WHERE m.msg_id = dead.msg_id" \
+	" RETURNING m.msg_id, m.sent_at, m.body, m.body_text, m.body_bytes," \
+	"           m.attributes, m.group_id, m.key_id, m.body_type, dead.receive_count," \
+	"           dead.first_received_at, dead.last_received_at, dead.last_error)"
+#define DEAD_LETTER_GROUPS \
+	", grouped AS (" \
+	" INSERT INTO courier.g_%2$d (group_id)" \
+	" SELECT DISTINCT group_id FROM moved WHERE group_id IS NOT NULL" \
+	" ON CONFLICT (group_id) DO NOTHING)"
+#define DEAD_LETTER_INSERT \
+	" INSERT INTO courier.q_%2$d" \
+	"  (msg_id, sent_at, visible_at, body, body_text, body_bytes, attributes," \
+	"   group_id, key_id, body_type, dead_letter)" \
+	" SELECT msg_id, sent_at, $2, body, body_text, body_bytes, attributes, group_id," \
+	"        key_id, body_type," \
+	"        pg_catalog.jsonb_build_object('queue', $4, 'queue_id', $5," \
+	"          'receive_count', receive_count," \
+	"          'first_received_at', first_received_at," \
+	"          'last_received_at', last_received_at," \
+	"          'reason', last_error, 'dead_lettered_at', $2)" \
+	"   FROM moved ORDER BY msg_id RETURNING msg_id"
+
+/*
  * Moves those of the given locked messages that were delivered max_receives
  * times, and whose last lease has ended, to the queue's dead-letter queue,
  * atomically: same id, body, attributes and send time, plus where and how
@@ -113,27 +192,9 @@ dead_letter(CourierQueue *queue, int64 *ids, int nids, TimestampTz now, bool *mo
 	args[3] = CStringGetTextDatum(queue->name);
 	args[4] = Int32GetDatum(queue->queue_id);
 	plan = courier_plan(queue, PLAN_DEAD_LETTER,
-						"WITH dead AS ("
-						" DELETE FROM courier.l_%1$d l"
-						"  WHERE l.msg_id = ANY ($1) AND l.invisible_until <= $2"
-						"    AND l.receive_count >= $3"
-						" RETURNING l.msg_id, l.receive_count, l.first_received_at,"
-						"           l.last_received_at, l.last_error),"
-						" moved AS ("
-						" DELETE FROM courier.q_%1$d m USING dead WHERE m.msg_id = dead.msg_id"
-						" RETURNING m.msg_id, m.sent_at, m.body, m.body_text, m.body_bytes,"
-						"           m.attributes, dead.receive_count, dead.first_received_at,"
-						"           dead.last_received_at, dead.last_error)"
-						" INSERT INTO courier.q_%2$d"
-						"  (msg_id, sent_at, visible_at, body, body_text, body_bytes, attributes,"
-						"   dead_letter)"
-						" SELECT msg_id, sent_at, $2, body, body_text, body_bytes, attributes,"
-						"        pg_catalog.jsonb_build_object('queue', $4, 'queue_id', $5,"
-						"          'receive_count', receive_count,"
-						"          'first_received_at', first_received_at,"
-						"          'last_received_at', last_received_at,"
-						"          'reason', last_error, 'dead_lettered_at', $2)"
-						"   FROM moved ORDER BY msg_id RETURNING msg_id",
+						queue->dead_letter_fifo ?
+						DEAD_LETTER_MOVED DEAD_LETTER_GROUPS DEAD_LETTER_INSERT :
+						DEAD_LETTER_MOVED DEAD_LETTER_INSERT,
 						5, argtypes);
 	(void) courier_execute(plan, args, NULL, false, SPI_OK_INSERT_RETURNING);
 	for (uint64 r = 0; r < SPI_processed; r++)
@@ -298,7 +359,8 @@ receive_rounds(ReceiveState *rs, TimestampTz now)
 							" RETURNING l.msg_id, l.receive_count),"
 							" leased AS (SELECT * FROM renewed UNION ALL SELECT * FROM fresh)"
 							" SELECT m.msg_id, m.body, m.body_text, m.body_bytes, m.attributes,"
-							"        m.sent_at, leased.receive_count, m.dead_letter"
+							"        m.sent_at, leased.receive_count, m.dead_letter, m.group_id,"
+							"        m.key_id, m.body_type"
 							"   FROM leased JOIN courier.q_%1$d m ON m.msg_id = leased.msg_id"
 							"  ORDER BY m.msg_id",
 							9, lease_types);
@@ -306,29 +368,9 @@ receive_rounds(ReceiveState *rs, TimestampTz now)
 
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
-			HeapTuple	tuple = SPI_tuptable->vals[i];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			Datum		values[RECEIVE_COLUMNS];
-			bool		nulls[RECEIVE_COLUMNS];
 			int64		msg_id;
-			MemoryContext oldcontext;
 
-			msg_id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &nulls[0]));
-			values[0] = Int64GetDatum(msg_id);
-			values[1] = CStringGetTextDatum(psprintf("%llx.%016llx", (unsigned long long) msg_id,
-													 (unsigned long long) token));
-			nulls[1] = false;
-			for (int c = 2; c <= 8; c++)
-			{
-				values[c] = SPI_getbinval(tuple, desc, c, &nulls[c]);
-				if (!nulls[c] && (c <= 5 || c == 8))
-					values[c] = detoast_if_external(values[c]);
-			}
-			oldcontext = MemoryContextSwitchTo(rs->row_context);
-			rs->rows[rs->got] = heap_form_tuple(rs->tupdesc, values, nulls);
-			MemoryContextSwitchTo(oldcontext);
-			rs->row_ids[rs->got] = msg_id;
-			rs->got++;
+			(void) add_row(rs, i, &msg_id);
 			if (msg_id > queue->scan_hint)
 				queue->scan_hint = msg_id;
 
@@ -358,6 +400,204 @@ receive_rounds(ReceiveState *rs, TimestampTz now)
 					courier_unlock_message(locked[i]);
 			pfree(moved);
 		}
+	}
+}
+
+/* Whether this receive call leased msg_id already. */
+static bool
+leased_here(ReceiveState *rs, int64 msg_id)
+{
+	for (int i = 0; i < rs->got; i++)
+		if (rs->row_ids[i] == msg_id)
+			return true;
+	return false;
+}
+
+/*
+ * Leases, on a FIFO queue, up to max_messages - got messages visible at
+ * 'now' into the result: group by group, in turn order (groups.c).
+ *
+ * The steps of receive_rounds, per group:
+ *	1. candidates: groups, in turn order, whose head (oldest message) is
+ *	   visible and none of whose lease rows is in force;
+ *	2. try the message lock of the head; a head locked by another session
+ *	   is being received (or acknowledged) right now: skip the group;
+ *	3. under a snapshot taken after the lock, if the head is still the head
+ *	   and no lease of the group is in force, lease the head and the visible
+ *	   messages right after it (up to what is still wanted, stopping at the
+ *	   first that is not visible or was delivered max_receives times), and
+ *	   move the group to the back of the line (unless that took all its
+ *	   messages: its acks will remove it from the line, and moving it first
+ *	   would only add a row version and two index entries per message to a
+ *	   queue of one-message groups).
+ * Who leases a group holds its head's lock until commit, so a concurrent
+ * receive either fails to lock the head or sees the leases in step 3.
+ */
+static void
+receive_fifo_rounds(ReceiveState *rs, TimestampTz now)
+{
+	static Oid	candidate_types[3] = {INT8OID, TIMESTAMPTZOID, INT8OID};
+	static Oid	lease_types[11] = {TEXTOID, INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+	INT4OID, INTERVALOID, BOOLOID, INTERVALOID, BOOLOID, INT8OID};
+	CourierQueue *queue = rs->queue;
+	int64		last_turn = 0;
+	SPIPlanPtr	plan;
+	Datum		args[11];
+
+	groups_ensure_built(queue);
+	while (rs->got < rs->max_messages && rs->moved < COURIER_MAX_RECEIVE)
+	{
+		int64		need = rs->max_messages - rs->got;
+		int64		limit = need + Min(need, 8) + 3;
+		uint64		n;
+		int64	   *turns;
+		int64	   *heads;
+		Datum	   *groups;
+		bool		requery = false;
+
+		plan = courier_plan(queue, PLAN_FIFO_CANDIDATES,
+							"SELECT g.turn, h.msg_id, g.group_id FROM courier.g_%1$d g"
+							" CROSS JOIN LATERAL (SELECT m.msg_id, m.visible_at FROM courier.q_%1$d m"
+							"                      WHERE m.group_id = g.group_id"
+							"                      ORDER BY m.msg_id LIMIT 1) h"
+							" WHERE g.turn > $1 AND h.visible_at <= $2"
+							"   AND NOT EXISTS (SELECT FROM courier.l_%1$d l"
+							"                    WHERE l.group_id = g.group_id AND l.invisible_until > $2"
+							"                   OFFSET 0)"
+							" ORDER BY g.turn LIMIT $3",
+							3, candidate_types);
+		args[0] = Int64GetDatum(last_turn);
+		args[1] = TimestampTzGetDatum(now);
+		args[2] = Int64GetDatum(limit);
+		n = courier_execute(plan, args, NULL, false, SPI_OK_SELECT);
+		turns = palloc(sizeof(int64) * (n + 1));
+		heads = palloc(sizeof(int64) * (n + 1));
+		groups = palloc(sizeof(Datum) * (n + 1));
+		for (uint64 i = 0; i < n; i++)
+		{
+			HeapTuple	tuple = SPI_tuptable->vals[i];
+			bool		isnull;
+
+			turns[i] = DatumGetInt64(SPI_getbinval(tuple, SPI_tuptable->tupdesc, 1, &isnull));
+			heads[i] = DatumGetInt64(SPI_getbinval(tuple, SPI_tuptable->tupdesc, 2, &isnull));
+			groups[i] = PointerGetDatum(DatumGetTextPCopy(SPI_getbinval(tuple, SPI_tuptable->tupdesc,
+																		3, &isnull)));
+		}
+		SPI_freetuptable(SPI_tuptable);
+
+		for (uint64 i = 0; i < n && rs->got < rs->max_messages; i++)
+		{
+			uint64		leased;
+
+			last_turn = turns[i];
+
+			/*
+			 * A group served by this call comes up again behind the others
+			 * when its leases have ended already (visibility_timeout 0): a
+			 * message is delivered once per call.
+			 */
+			if (leased_here(rs, heads[i]))
+				continue;
+			if (!courier_lock_message(heads[i], false))
+			{
+				rs->skipped_locked++;
+				continue;
+			}
+			plan = courier_plan(queue, PLAN_FIFO_LEASE,
+								"WITH pre AS MATERIALIZED ("
+								" SELECT m.msg_id, m.visible_at FROM courier.q_%1$d m"
+								"  WHERE m.group_id = $1 ORDER BY m.msg_id LIMIT $11),"
+								" st AS MATERIALIZED ("
+								" SELECT p.msg_id, l.msg_id IS NOT NULL AS has_lease,"
+								"        pg_catalog.bool_and(p.visible_at <= $5"
+								"                            AND COALESCE(l.receive_count, 0) < $6)"
+								"          OVER (ORDER BY p.msg_id) AS go"
+								"   FROM pre p LEFT JOIN courier.l_%1$d l ON l.msg_id = p.msg_id),"
+								" take AS MATERIALIZED ("
+								" SELECT st.msg_id, st.has_lease FROM st"
+								"  WHERE st.go AND (SELECT pg_catalog.min(msg_id) FROM pre) = $2"
+								"    AND NOT EXISTS (SELECT FROM courier.l_%1$d b"
+								"                     WHERE b.group_id = $1 AND b.invisible_until > $5)),"
+								" renewed AS ("
+								" UPDATE courier.l_%1$d l"
+								"    SET token = $3,"
+								"        invisible_until = $4 + "
+								COURIER_RETRY_DELAY_SQL("l.receive_count + 1", "$7", "$8", "$9", "$10") ","
+								"        receive_count = l.receive_count + 1, last_received_at = $5"
+								"   FROM take t WHERE l.msg_id = t.msg_id AND t.has_lease"
+								" RETURNING l.msg_id, l.receive_count),"
+								" fresh AS ("
+								" INSERT INTO courier.l_%1$d AS l"
+								"  (msg_id, token, invisible_until, receive_count, first_received_at,"
+								"   last_received_at, group_id)"
+								" SELECT t.msg_id, $3,"
+								"        $4 + " COURIER_RETRY_DELAY_SQL("1", "$7", "$8", "$9", "$10") ","
+								"        1, $5, $5, $1"
+								"   FROM take t WHERE NOT t.has_lease"
+								" ON CONFLICT (msg_id) DO NOTHING"
+								" RETURNING l.msg_id, l.receive_count),"
+								" turned AS ("
+								" UPDATE courier.g_%1$d g SET turn = pg_catalog.nextval('courier.group_turn_seq')"
+								"  WHERE g.group_id = $1 AND EXISTS (SELECT FROM take)"
+								"    AND ((SELECT pg_catalog.count(*) FROM take) < (SELECT pg_catalog.count(*) FROM pre)"
+								"         OR (SELECT pg_catalog.count(*) FROM pre) = $11)),"
+								" leased AS (SELECT * FROM renewed UNION ALL SELECT * FROM fresh)"
+								" SELECT m.msg_id, m.body, m.body_text, m.body_bytes, m.attributes,"
+								"        m.sent_at, leased.receive_count, m.dead_letter, m.group_id,"
+								"        m.key_id, m.body_type"
+								"   FROM leased JOIN courier.q_%1$d m ON m.msg_id = leased.msg_id"
+								"  ORDER BY m.msg_id",
+								11, lease_types);
+			args[0] = groups[i];
+			args[1] = Int64GetDatum(heads[i]);
+			args[2] = Int64GetDatum((int64) rs->token);
+			args[3] = TimestampTzGetDatum(now + rs->visibility);
+			args[4] = TimestampTzGetDatum(now);
+			args[5] = Int32GetDatum(queue->max_receives);
+			args[6] = IntervalPGetDatum(&queue->retry_delay);
+			args[7] = BoolGetDatum(queue->retry_exponential);
+			args[8] = IntervalPGetDatum(&queue->retry_max_delay);
+			args[9] = BoolGetDatum(queue->retry_jitter);
+			args[10] = Int64GetDatum(rs->max_messages - rs->got);
+			leased = courier_execute(plan, args, NULL, false, SPI_OK_SELECT);
+
+			/*
+			 * A message that cannot be decrypted holds back the rest of its
+			 * group: they stay leased, and come back after it.
+			 */
+			for (uint64 r = 0; r < leased; r++)
+			{
+				int64		msg_id;
+
+				if (!add_row(rs, r, &msg_id))
+					break;
+			}
+			SPI_freetuptable(SPI_tuptable);
+			if (leased == 0)
+			{
+				/*
+				 * Not leased: the group was taken meanwhile, or its head was
+				 * delivered max_receives times: move that one to the
+				 * dead-letter queue (it keeps its lock until commit).
+				 */
+				bool		moved = false;
+
+				if (queue->dead_letter_queue_id != 0)
+					rs->moved += dead_letter(queue, &heads[i], 1, now, &moved);
+				if (moved)
+				{
+					/* the group's next message may go now: look at the group again */
+					groups_forget_if_empty(queue, groups[i]);
+					last_turn = turns[i] - 1;
+					requery = true;
+					break;
+				}
+				courier_unlock_message(heads[i]);
+			}
+			CHECK_FOR_INTERRUPTS();
+		}
+		if (n < (uint64) limit && !requery)
+			break;
 	}
 }
 
@@ -394,7 +634,7 @@ next_visible_at(CourierQueue *queue, TimestampTz now)
  *				   visibility_timeout interval, wait interval)
  *	 RETURNS TABLE (msg_id bigint, receipt text, body jsonb, body_text text,
  *					body_bytes bytea, attributes jsonb, sent_at timestamptz,
- *					receive_count integer)
+ *					receive_count integer, dead_letter jsonb, group_id text)
  *		Lease up to max_messages visible messages, in id order; with wait,
  *		wait up to that long for the first one (wait.c).
  *
@@ -478,10 +718,12 @@ courier_receive(PG_FUNCTION_ARGS)
 		TimestampTz until;
 
 		rs.skipped_locked = 0;
-		if (wait_enter_dead_letter_queue(rs.queue))
-			receive_rounds(&rs, now);
-		else
+		if (!wait_enter_dead_letter_queue(rs.queue))
 			rs.skipped_locked = 1;	/* being redriven: look again shortly */
+		else if (rs.queue->fifo)
+			receive_fifo_rounds(&rs, now);
+		else
+			receive_rounds(&rs, now);
 		now = GetCurrentTimestamp();
 		if (rs.got > 0 || now >= deadline)
 			break;

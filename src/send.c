@@ -14,6 +14,7 @@
 
 #include "access/detoast.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -121,68 +122,119 @@ check_body_size(CourierQueue *queue, Datum body, BodyColumn column)
 						   size, queue->max_message_size)));
 }
 
-/* The delay argument argno, or the queue's default delay when NULL. */
-static int64
-send_delay(FunctionCallInfo fcinfo, int argno, CourierQueue *queue)
+/*
+ * Checks a message before anything is written: group and dedup ids (which
+ * may set the content dedup id), attributes, body size.
+ */
+static void
+check_message(CourierQueue *queue, CourierMessage *msg)
 {
-	if (PG_ARGISNULL(argno))
-		return queue->delay;
-	return courier_interval_usecs(PG_GETARG_INTERVAL_P(argno), "delay", COURIER_MAX_DELAY_US);
+	groups_check_message(queue, msg);
+	if (msg->attributes != NULL)
+		check_attributes(msg->attributes);
+	check_body_size(queue, msg->body, body_column(msg->body_type));
 }
 
 /*
- * courier_enqueue
- *		Insert one message into a queue, in the current transaction, and
- *		arrange the wake-up of the queue's waiters at commit; returns its id.
- *
- * The caller has done courier_enter() and checked its right to send (a send
- * checks the caller's privilege on the queue; a publish the caller's right
- * to publish to the topic).  The body and attributes are checked here, so
- * every way into a queue applies the same rules.
+ * Writes a checked message; see courier_enqueue.  On a FIFO queue, takes its
+ * group lock first (groups.c), so that the id follows commit order within
+ * the group; a duplicate is not written and its original's id returned.
  */
-int64
-courier_enqueue(CourierQueue *queue, const CourierMessage *msg)
+static int64
+enqueue_checked(CourierQueue *queue, const CourierMessage *msg)
 {
-	static Oid	argtypes[6] = {TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBOID, TEXTOID, BYTEAOID, JSONBOID};
+	static Oid	argtypes[10] = {TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBOID, TEXTOID, BYTEAOID,
+	JSONBOID, TEXTOID, INT8OID, INT4OID, CHAROID};
 	BodyColumn	column = body_column(msg->body_type);
 	SPIPlanPtr	plan;
-	Datum		values[6];
-	char		nulls[6] = {' ', ' ', 'n', 'n', 'n', 'n'};
+	Datum		values[10];
+	char		nulls[10] = {' ', ' ', 'n', 'n', 'n', 'n', 'n', 'n', 'n', 'n'};
 	TimestampTz now;
 	bool		isnull;
+	int64		msg_id;
 
-	if (msg->attributes != NULL)
-		check_attributes(msg->attributes);
-	check_body_size(queue, msg->body, column);
+	if (queue->fifo)
+		groups_lock(queue, msg->group_id);
+	if (msg->dedup_id != NULL)
+	{
+		if (!groups_dedup_claim(queue, (CourierMessage *) msg, &msg_id))
+			return msg_id;
+		values[7] = Int64GetDatum(msg_id);
+		nulls[7] = ' ';
+	}
 
 	now = GetCurrentTimestamp();
 	values[0] = TimestampTzGetDatum(now);
 	values[1] = TimestampTzGetDatum(now + (msg->delay_us < 0 ? queue->delay : msg->delay_us));
-	values[2 + column] = msg->body;
-	nulls[2 + column] = ' ';
+	if (queue->key_id != 0)
+	{
+		/* encrypted: the ciphertext goes to body_bytes (crypto.c) */
+		char		type;
+
+		values[2 + BODY_BYTEA] = crypto_seal(queue, msg->body, msg->body_type, &type);
+		nulls[2 + BODY_BYTEA] = ' ';
+		values[8] = Int32GetDatum(queue->key_id);
+		values[9] = CharGetDatum(type);
+		nulls[8] = nulls[9] = ' ';
+	}
+	else
+	{
+		values[2 + column] = msg->body;
+		nulls[2 + column] = ' ';
+	}
 	if (msg->attributes != NULL)
 	{
 		values[5] = JsonbPGetDatum(msg->attributes);
 		nulls[5] = ' ';
 	}
+	if (msg->group_id != NULL)
+	{
+		values[6] = PointerGetDatum(msg->group_id);
+		nulls[6] = ' ';
+	}
 
 	plan = courier_plan(queue, PLAN_SEND,
 						"INSERT INTO courier.q_%1$d"
-						" (sent_at, visible_at, body, body_text, body_bytes, attributes)"
-						" VALUES ($1, $2, $3, $4, $5, $6) RETURNING msg_id",
-						6, argtypes);
+						" (msg_id, sent_at, visible_at, body, body_text, body_bytes, attributes, group_id,"
+						"  key_id, body_type)"
+						" VALUES (COALESCE($8, pg_catalog.nextval('courier.msg_id_seq')),"
+						"         $1, $2, $3, $4, $5, $6, $7, $9, $10) RETURNING msg_id",
+						10, argtypes);
 	if (courier_execute(plan, values, nulls, false, SPI_OK_INSERT_RETURNING) != 1)
 		elog(ERROR, "pg_courier: send inserted " UINT64_FORMAT " rows", SPI_processed);
+	msg_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (queue->fifo)
+		groups_add(queue, msg->group_id);
 	wait_signal_queue(queue, WAKE_ON_COMMIT | NOTIFY_ON_COMMIT);
-	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	return msg_id;
+}
+
+/*
+ * courier_enqueue
+ *		Insert one message into a queue, in the current transaction, and
+ *		arrange the wake-up of the queue's waiters at commit; returns its id
+ *		(on a FIFO queue, a duplicate's original id).
+ *
+ * The caller has done courier_enter() and checked its right to send (a send
+ * checks the caller's privilege on the queue; a publish the caller's right
+ * to publish to the topic).  The message is checked here, so every way into
+ * a queue applies the same rules; msg->dedup_id may be set (content dedup).
+ */
+int64
+courier_enqueue(CourierQueue *queue, CourierMessage *msg)
+{
+	check_message(queue, msg);
+	return enqueue_checked(queue, msg);
 }
 
 /*
  * courier.send(queue_name text, body jsonb|text|bytea, attributes jsonb,
- *				delay interval) RETURNS bigint
- *		Enqueue one message; returns its id.
+ *				delay interval, group_id text, dedup_id text) RETURNS bigint
+ *		Enqueue one message; returns its id, or on a FIFO queue the id of
+ *		the message first sent with the same dedup id within the window.
  *
- * Takes only the locks of an INSERT into the queue's message table.
+ * Takes the locks of an INSERT into the queue's message table; on a FIFO
+ * queue also the group lock (groups.c) until the transaction ends.
  */
 PG_FUNCTION_INFO_V1(courier_send);
 Datum
@@ -200,6 +252,8 @@ courier_send(PG_FUNCTION_ARGS)
 	msg.attributes = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
 	msg.delay_us = PG_ARGISNULL(3) ? -1 :
 		courier_interval_usecs(PG_GETARG_INTERVAL_P(3), "delay", COURIER_MAX_DELAY_US);
+	msg.group_id = PG_ARGISNULL(4) ? NULL : PG_GETARG_TEXT_PP(4);
+	msg.dedup_id = PG_ARGISNULL(5) ? NULL : PG_GETARG_TEXT_PP(5);
 
 	courier_enter(&call);
 	queue = courier_lookup_queue(name, false);
@@ -219,20 +273,62 @@ cmp_int64(const void *a, const void *b)
 }
 
 /*
+ * Deconstructs the optional array argument argno of send_batch, which must
+ * have one element per body; returns false (and nothing) when it is NULL.
+ */
+static bool
+batch_array(FunctionCallInfo fcinfo, int argno, Oid elemtype, const char *what, int nbodies,
+			Datum **elems, bool **nulls)
+{
+	ArrayType  *array;
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			n;
+
+	if (PG_ARGISNULL(argno))
+		return false;
+	array = PG_GETARG_ARRAYTYPE_P(argno);
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	deconstruct_array(array, elemtype, typlen, typbyval, typalign, elems, nulls, &n);
+	if (ARR_NDIM(array) > 1 || n != nbodies)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s array must have one element per message body", what),
+				 errdetail("There are %d bodies and %d elements of %s.", nbodies, n, what)));
+	return true;
+}
+
+/* send_batch on a FIFO queue: group locks in one order, so batches cannot deadlock */
+static uint32 *lock_order_hashes;
+
+static int
+cmp_lock_order(const void *a, const void *b)
+{
+	uint32		x = lock_order_hashes[*(const int *) a];
+	uint32		y = lock_order_hashes[*(const int *) b];
+
+	return (x > y) - (x < y);
+}
+
+/*
  * courier.send_batch(queue_name text, bodies jsonb[]|text[]|bytea[],
- *					  attributes jsonb[], delay interval) RETURNS bigint[]
- *		Enqueue many messages in one INSERT; returns their ids in the order
- *		of bodies.
+ *					  attributes jsonb[], delay interval, group_ids text[],
+ *					  dedup_ids text[]) RETURNS bigint[]
+ *		Enqueue many messages; returns their ids in the order of bodies
+ *		(on a FIFO queue a duplicate's element holds its original's id).
  *
- * Every body and attribute set is checked before anything is written, so a
- * bad element leaves the queue unchanged.
+ * Every message is checked before anything is written, so a bad element
+ * leaves the queue unchanged.  A standard queue gets one INSERT; a FIFO
+ * queue first takes the group locks of the batch in hash order, then
+ * writes its messages one by one, in array order.
  */
 PG_FUNCTION_INFO_V1(courier_send_batch);
 Datum
 courier_send_batch(PG_FUNCTION_ARGS)
 {
-	static Oid	argtypes[6] = {TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBARRAYOID, TEXTARRAYOID,
-	BYTEAARRAYOID, JSONBARRAYOID};
+	static Oid	argtypes[9] = {TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBARRAYOID, TEXTARRAYOID,
+	BYTEAARRAYOID, JSONBARRAYOID, TEXTARRAYOID, INT4OID, CHAROID};
 	text	   *name = courier_arg_text(fcinfo, 0, "queue name");
 	ArrayType  *bodies;
 	BodyColumn	column;
@@ -242,11 +338,22 @@ courier_send_batch(PG_FUNCTION_ARGS)
 	int16		typlen;
 	bool		typbyval;
 	char		typalign;
+	Datum	   *attr_values = NULL;
+	bool	   *attr_nulls = NULL;
+	Datum	   *group_values = NULL;
+	bool	   *group_nulls = NULL;
+	Datum	   *dedup_values = NULL;
+	bool	   *dedup_nulls = NULL;
+	bool		has_attrs;
+	bool		has_groups;
+	bool		has_dedups;
+	int64		delay_us;
+	CourierMessage *msgs;
 	CourierCall call;
 	CourierQueue *queue;
 	SPIPlanPtr	plan;
-	Datum		values[6];
-	char		nulls[6] = {' ', ' ', 'n', 'n', 'n', 'n'};
+	Datum		values[9];
+	char		nulls[9] = {' ', ' ', 'n', 'n', 'n', 'n', 'n', 'n', 'n'};
 	TimestampTz now;
 	int64	   *ids;
 
@@ -266,36 +373,30 @@ courier_send_batch(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 					 errmsg("message body must not be null"),
 					 errdetail("Element %d of the bodies array is null.", i + 1)));
-
-	if (!PG_ARGISNULL(2))
-	{
-		ArrayType  *attributes = PG_GETARG_ARRAYTYPE_P(2);
-		Datum	   *attr_values;
-		bool	   *attr_nulls;
-		int			nattrs;
-
-		deconstruct_array(attributes, JSONBOID, -1, false, TYPALIGN_INT,
-						  &attr_values, &attr_nulls, &nattrs);
-		if (ARR_NDIM(attributes) > 1 || nattrs != nbodies)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("attributes array must have one element per message body"),
-					 errdetail("There are %d bodies and %d attribute sets.", nbodies, nattrs)));
-		for (int i = 0; i < nattrs; i++)
-			if (!attr_nulls[i])
-				check_attributes(DatumGetJsonbP(attr_values[i]));
-		values[5] = PointerGetDatum(attributes);
-		nulls[5] = ' ';
-	}
+	has_attrs = batch_array(fcinfo, 2, JSONBOID, "attributes", nbodies, &attr_values, &attr_nulls);
+	delay_us = PG_ARGISNULL(3) ? -1 :
+		courier_interval_usecs(PG_GETARG_INTERVAL_P(3), "delay", COURIER_MAX_DELAY_US);
+	has_groups = batch_array(fcinfo, 4, TEXTOID, "group_ids", nbodies, &group_values, &group_nulls);
+	has_dedups = batch_array(fcinfo, 5, TEXTOID, "dedup_ids", nbodies, &dedup_values, &dedup_nulls);
 
 	/* allocated here: SPI_finish frees what is allocated while connected */
 	ids = palloc(sizeof(int64) * (nbodies + 1));
+	msgs = palloc0(sizeof(CourierMessage) * (nbodies + 1));
+	for (int i = 0; i < nbodies; i++)
+	{
+		msgs[i].body = body_values[i];
+		msgs[i].body_type = ARR_ELEMTYPE(bodies);
+		msgs[i].attributes = has_attrs && !attr_nulls[i] ? DatumGetJsonbP(attr_values[i]) : NULL;
+		msgs[i].delay_us = delay_us;
+		msgs[i].group_id = has_groups && !group_nulls[i] ? DatumGetTextPP(group_values[i]) : NULL;
+		msgs[i].dedup_id = has_dedups && !dedup_nulls[i] ? DatumGetTextPP(dedup_values[i]) : NULL;
+	}
 
 	courier_enter(&call);
 	queue = courier_lookup_queue(name, false);
 	courier_check_privilege(&call, queue, COURIER_PRIV_SEND);
 	for (int i = 0; i < nbodies; i++)
-		check_body_size(queue, body_values[i], column);
+		check_message(queue, &msgs[i]);
 
 	if (nbodies == 0)
 	{
@@ -303,11 +404,59 @@ courier_send_batch(PG_FUNCTION_ARGS)
 		PG_RETURN_ARRAYTYPE_P(construct_empty_array(INT8OID));
 	}
 
+	if (queue->fifo)
+	{
+		int		   *order = palloc(sizeof(int) * nbodies);
+
+		lock_order_hashes = palloc(sizeof(uint32) * nbodies);
+		for (int i = 0; i < nbodies; i++)
+		{
+			order[i] = i;
+			lock_order_hashes[i] = hash_bytes((const unsigned char *) VARDATA_ANY(msgs[i].group_id),
+											  VARSIZE_ANY_EXHDR(msgs[i].group_id));
+		}
+		qsort(order, nbodies, sizeof(int), cmp_lock_order);
+		for (int i = 0; i < nbodies; i++)
+			groups_lock(queue, msgs[order[i]].group_id);
+		for (int i = 0; i < nbodies; i++)
+			ids[i] = enqueue_checked(queue, &msgs[i]);
+		courier_leave(&call);
+		PG_RETURN_DATUM(courier_int8_array(ids, nbodies));
+	}
+
 	now = GetCurrentTimestamp();
 	values[0] = TimestampTzGetDatum(now);
-	values[1] = TimestampTzGetDatum(now + send_delay(fcinfo, 3, queue));
-	values[2 + column] = PointerGetDatum(bodies);
-	nulls[2 + column] = ' ';
+	values[1] = TimestampTzGetDatum(now + (delay_us < 0 ? queue->delay : delay_us));
+	if (has_attrs)
+	{
+		values[5] = PG_GETARG_DATUM(2);
+		nulls[5] = ' ';
+	}
+	if (has_groups)
+	{
+		values[6] = PG_GETARG_DATUM(4);
+		nulls[6] = ' ';
+	}
+	if (queue->key_id != 0)
+	{
+		/* encrypted: an array of ciphertexts goes to body_bytes (crypto.c) */
+		Datum	   *sealed = palloc(sizeof(Datum) * nbodies);
+		char		type = 'b';
+
+		for (int i = 0; i < nbodies; i++)
+			sealed[i] = crypto_seal(queue, body_values[i], ARR_ELEMTYPE(bodies), &type);
+		values[2 + BODY_BYTEA] = PointerGetDatum(construct_array(sealed, nbodies, BYTEAOID, -1,
+																 false, TYPALIGN_INT));
+		nulls[2 + BODY_BYTEA] = ' ';
+		values[7] = Int32GetDatum(queue->key_id);
+		values[8] = CharGetDatum(type);
+		nulls[7] = nulls[8] = ' ';
+	}
+	else
+	{
+		values[2 + column] = PointerGetDatum(bodies);
+		nulls[2 + column] = ' ';
+	}
 
 	/*
 	 * Rows are inserted in array order, and nextval() runs once per row as it
@@ -315,12 +464,14 @@ courier_send_batch(PG_FUNCTION_ARGS)
 	 */
 	plan = courier_plan(queue, PLAN_SEND_BATCH,
 						"INSERT INTO courier.q_%1$d"
-						" (sent_at, visible_at, body, body_text, body_bytes, attributes)"
-						" SELECT $1, $2, b.j, b.t, b.y, b.a"
+						" (sent_at, visible_at, body, body_text, body_bytes, attributes, group_id,"
+						"  key_id, body_type)"
+						" SELECT $1, $2, b.j, b.t, b.y, b.a, b.g, $8, $9"
 						"   FROM ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5),"
-						"                   pg_catalog.unnest($6)) WITH ORDINALITY AS b(j, t, y, a, n)"
+						"                   pg_catalog.unnest($6), pg_catalog.unnest($7))"
+						"        WITH ORDINALITY AS b(j, t, y, a, g, n)"
 						"  ORDER BY b.n RETURNING msg_id",
-						6, argtypes);
+						9, argtypes);
 	if (courier_execute(plan, values, nulls, false, SPI_OK_INSERT_RETURNING) != (uint64) nbodies)
 		elog(ERROR, "pg_courier: send_batch inserted " UINT64_FORMAT " rows", SPI_processed);
 	wait_signal_queue(queue, WAKE_ON_COMMIT | NOTIFY_ON_COMMIT);

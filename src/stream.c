@@ -169,26 +169,11 @@ load_stream(CourierStream *stream)
 	}
 }
 
-/*
- * stream_check_name
- *		A stream or group name ('what') is 1-80 letters, digits, '-' or '_'.
- */
+/* A stream or group name ('what'): as a queue name (courier_check_object_name). */
 void
 stream_check_name(const char *what, text *name)
 {
-	const char *s = VARDATA_ANY(name);
-	int			len = VARSIZE_ANY_EXHDR(name);
-	bool		ok = (len >= 1 && len <= COURIER_MAX_NAME);
-
-	for (int i = 0; ok && i < len; i++)
-		ok = (s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
-			(s[i] >= '0' && s[i] <= '9') || s[i] == '-' || s[i] == '_';
-	if (!ok)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid %s name \"%s\"", what, pnstrdup(s, Min(len, 200))),
-				 errdetail("A %s name has 1 to %d characters, each a letter, a digit, \"-\" or \"_\".",
-						   what, COURIER_MAX_NAME)));
+	courier_check_object_name(what, VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name));
 }
 
 /*

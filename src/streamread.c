@@ -386,9 +386,9 @@ courier_create_group(PG_FUNCTION_ARGS)
 						text_to_cstring(group), stream->name)));
 	args[0] = Int32GetDatum(stream->stream_id);
 	args[1] = PointerGetDatum(group);
-	group_id = DatumGetInt32(courier_run_internal("INSERT INTO courier.stream_group"
+	group_id = DatumGetInt32(courier_run_internal("WITH g AS (INSERT INTO courier.stream_group"
 												 " (stream_id, group_name) VALUES ($1, $2)"
-												 " RETURNING group_id",
+												 " RETURNING group_id) SELECT group_id FROM g",
 												 2, argtypes, args, isnull));
 	curs = palloc0(sizeof(StreamCursor) * stream->partitions);
 	for (int i = 0; i < stream->partitions; i++)

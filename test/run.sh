@@ -155,8 +155,17 @@ run_tap_file() {
 	echo "   ok  ($p assertions)"
 }
 
+# A master key for payload encryption (courier.keyring_file), outside the data directory and
+# readable by the server user only.
+KEYRING=$WORK/keyring
+(umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$KEYRING" && echo >>"$KEYRING")
+if [ "$(id -u)" -eq 0 ]; then
+	chown "$PG_OSUSER:" "$KEYRING"
+fi
+
 echo "== starting a throwaway cluster"
-CLUSTER_CONF="fsync = off${CLUSTER_CONF:+
+CLUSTER_CONF="fsync = off
+courier.keyring_file = '$KEYRING'${CLUSTER_CONF:+
 $CLUSTER_CONF}" cluster_start "$CLUSTER"
 
 # 1. pg_regress: sql/*.sql against expected/*.out (make installcheck; pg_regress makes its own database).

@@ -20,6 +20,15 @@ PACKAGES=(
 	postgresql-15-cron
 )
 
+# tools/setup.sh --packages PKG...: install only those packages (when missing), nothing else;
+# make fuzz uses it for clang and its sanitizer runtimes.
+PACKAGES_ONLY=no
+if [ "${1:-}" = --packages ]; then
+	shift
+	PACKAGES=("$@")
+	PACKAGES_ONLY=yes
+fi
+
 # as_root CMD...: run CMD as root, through sudo when we are not root.
 as_root() {
 	if [ "$(id -u)" -eq 0 ]; then
@@ -52,6 +61,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
 		echo "setup: package installation failed" >&2
 		exit 1
 	fi
+fi
+
+if [ "$PACKAGES_ONLY" = yes ]; then
+	exit 0
 fi
 
 cd "$ROOT"

@@ -31,16 +31,16 @@ SELECT is((SELECT count(*) FROM pg_depend d JOIN pg_extension e ON e.oid = d.ref
 -- Every documented function, with its argument types and return type.
 SELECT has_function('courier', f, a, format('courier.%s(%s) exists', f, array_to_string(a, ', ')))
   FROM (VALUES
-    ('create_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer', 'boolean', 'text', 'integer', 'interval', 'text', 'interval', 'boolean', 'boolean']),
-    ('alter_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer', 'boolean', 'text', 'integer', 'interval', 'text', 'interval', 'boolean', 'boolean']),
+    ('create_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer', 'boolean', 'text', 'integer', 'interval', 'text', 'interval', 'boolean', 'boolean', 'boolean', 'boolean', 'interval', 'text']),
+    ('alter_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer', 'boolean', 'text', 'integer', 'interval', 'text', 'interval', 'boolean', 'boolean', 'boolean', 'boolean', 'interval', 'text']),
     ('drop_queue', ARRAY['text', 'boolean']),
     ('purge_queue', ARRAY['text']),
-    ('send', ARRAY['text', 'jsonb', 'jsonb', 'interval']),
-    ('send', ARRAY['text', 'text', 'jsonb', 'interval']),
-    ('send', ARRAY['text', 'bytea', 'jsonb', 'interval']),
-    ('send_batch', ARRAY['text', 'jsonb[]', 'jsonb[]', 'interval']),
-    ('send_batch', ARRAY['text', 'text[]', 'jsonb[]', 'interval']),
-    ('send_batch', ARRAY['text', 'bytea[]', 'jsonb[]', 'interval']),
+    ('send', ARRAY['text', 'jsonb', 'jsonb', 'interval', 'text', 'text']),
+    ('send', ARRAY['text', 'text', 'jsonb', 'interval', 'text', 'text']),
+    ('send', ARRAY['text', 'bytea', 'jsonb', 'interval', 'text', 'text']),
+    ('send_batch', ARRAY['text', 'jsonb[]', 'jsonb[]', 'interval', 'text[]', 'text[]']),
+    ('send_batch', ARRAY['text', 'text[]', 'jsonb[]', 'interval', 'text[]', 'text[]']),
+    ('send_batch', ARRAY['text', 'bytea[]', 'jsonb[]', 'interval', 'text[]', 'text[]']),
     ('receive', ARRAY['text', 'integer', 'interval', 'interval']),
     ('ack', ARRAY['text', 'text']),
     ('ack_batch', ARRAY['text', 'text[]']),
@@ -54,16 +54,16 @@ SELECT has_function('courier', f, a, format('courier.%s(%s) exists', f, array_to
 
 SELECT function_returns('courier', f, a, r, format('courier.%s(%s) returns %s', f, array_to_string(a, ', '), r))
   FROM (VALUES
-    ('create_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer', 'boolean', 'text', 'integer', 'interval', 'text', 'interval', 'boolean', 'boolean'], 'void'),
-    ('alter_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer', 'boolean', 'text', 'integer', 'interval', 'text', 'interval', 'boolean', 'boolean'], 'void'),
+    ('create_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer', 'boolean', 'text', 'integer', 'interval', 'text', 'interval', 'boolean', 'boolean', 'boolean', 'boolean', 'interval', 'text'], 'void'),
+    ('alter_queue', ARRAY['text', 'interval', 'interval', 'interval', 'integer', 'boolean', 'text', 'integer', 'interval', 'text', 'interval', 'boolean', 'boolean', 'boolean', 'boolean', 'interval', 'text'], 'void'),
     ('drop_queue', ARRAY['text', 'boolean'], 'void'),
     ('purge_queue', ARRAY['text'], 'bigint'),
-    ('send', ARRAY['text', 'jsonb', 'jsonb', 'interval'], 'bigint'),
-    ('send', ARRAY['text', 'text', 'jsonb', 'interval'], 'bigint'),
-    ('send', ARRAY['text', 'bytea', 'jsonb', 'interval'], 'bigint'),
-    ('send_batch', ARRAY['text', 'jsonb[]', 'jsonb[]', 'interval'], 'bigint[]'),
-    ('send_batch', ARRAY['text', 'text[]', 'jsonb[]', 'interval'], 'bigint[]'),
-    ('send_batch', ARRAY['text', 'bytea[]', 'jsonb[]', 'interval'], 'bigint[]'),
+    ('send', ARRAY['text', 'jsonb', 'jsonb', 'interval', 'text', 'text'], 'bigint'),
+    ('send', ARRAY['text', 'text', 'jsonb', 'interval', 'text', 'text'], 'bigint'),
+    ('send', ARRAY['text', 'bytea', 'jsonb', 'interval', 'text', 'text'], 'bigint'),
+    ('send_batch', ARRAY['text', 'jsonb[]', 'jsonb[]', 'interval', 'text[]', 'text[]'], 'bigint[]'),
+    ('send_batch', ARRAY['text', 'text[]', 'jsonb[]', 'interval', 'text[]', 'text[]'], 'bigint[]'),
+    ('send_batch', ARRAY['text', 'bytea[]', 'jsonb[]', 'interval', 'text[]', 'text[]'], 'bigint[]'),
     ('receive', ARRAY['text', 'integer', 'interval', 'interval'], 'setof record'),
     ('ack', ARRAY['text', 'text'], 'void'),
     ('ack_batch', ARRAY['text', 'text[]'], 'integer'),
@@ -83,20 +83,20 @@ SELECT is(
          expected,
          sig || ': parameter names / number of defaults')
   FROM (VALUES
-    ('courier.create_queue(text,interval,interval,interval,integer,boolean,text,integer,interval,text,interval,boolean,boolean)',
-     '{queue_name,visibility_timeout,delay,retention,max_message_size,notify,dead_letter_queue,max_receives,retry_delay,retry_backoff,retry_max_delay,retry_jitter,durable_leases}/12'),
-    ('courier.alter_queue(text,interval,interval,interval,integer,boolean,text,integer,interval,text,interval,boolean,boolean)',
-     '{queue_name,visibility_timeout,delay,retention,max_message_size,notify,dead_letter_queue,max_receives,retry_delay,retry_backoff,retry_max_delay,retry_jitter,durable_leases}/12'),
+    ('courier.create_queue(text,interval,interval,interval,integer,boolean,text,integer,interval,text,interval,boolean,boolean,boolean,boolean,interval,text)',
+     '{queue_name,visibility_timeout,delay,retention,max_message_size,notify,dead_letter_queue,max_receives,retry_delay,retry_backoff,retry_max_delay,retry_jitter,durable_leases,fifo,content_dedup,dedup_window,encryption_key}/16'),
+    ('courier.alter_queue(text,interval,interval,interval,integer,boolean,text,integer,interval,text,interval,boolean,boolean,boolean,boolean,interval,text)',
+     '{queue_name,visibility_timeout,delay,retention,max_message_size,notify,dead_letter_queue,max_receives,retry_delay,retry_backoff,retry_max_delay,retry_jitter,durable_leases,fifo,content_dedup,dedup_window,encryption_key}/16'),
     ('courier.drop_queue(text,boolean)', '{queue_name,force}/1'),
     ('courier.purge_queue(text)', '{queue_name}/0'),
-    ('courier.send(text,jsonb,jsonb,interval)', '{queue_name,body,attributes,delay}/2'),
-    ('courier.send(text,text,jsonb,interval)', '{queue_name,body,attributes,delay}/2'),
-    ('courier.send(text,bytea,jsonb,interval)', '{queue_name,body,attributes,delay}/2'),
-    ('courier.send_batch(text,jsonb[],jsonb[],interval)', '{queue_name,bodies,attributes,delay}/2'),
-    ('courier.send_batch(text,text[],jsonb[],interval)', '{queue_name,bodies,attributes,delay}/2'),
-    ('courier.send_batch(text,bytea[],jsonb[],interval)', '{queue_name,bodies,attributes,delay}/2'),
+    ('courier.send(text,jsonb,jsonb,interval,text,text)', '{queue_name,body,attributes,delay,group_id,dedup_id}/4'),
+    ('courier.send(text,text,jsonb,interval,text,text)', '{queue_name,body,attributes,delay,group_id,dedup_id}/4'),
+    ('courier.send(text,bytea,jsonb,interval,text,text)', '{queue_name,body,attributes,delay,group_id,dedup_id}/4'),
+    ('courier.send_batch(text,jsonb[],jsonb[],interval,text[],text[])', '{queue_name,bodies,attributes,delay,group_ids,dedup_ids}/4'),
+    ('courier.send_batch(text,text[],jsonb[],interval,text[],text[])', '{queue_name,bodies,attributes,delay,group_ids,dedup_ids}/4'),
+    ('courier.send_batch(text,bytea[],jsonb[],interval,text[],text[])', '{queue_name,bodies,attributes,delay,group_ids,dedup_ids}/4'),
     ('courier.receive(text,integer,interval,interval)',
-     '{queue_name,max_messages,visibility_timeout,wait,msg_id,receipt,body,body_text,body_bytes,attributes,sent_at,receive_count,dead_letter}/3'),
+     '{queue_name,max_messages,visibility_timeout,wait,msg_id,receipt,body,body_text,body_bytes,attributes,sent_at,receive_count,dead_letter,group_id}/3'),
     ('courier.ack(text,text)', '{queue_name,receipt}/0'),
     ('courier.ack_batch(text,text[])', '{queue_name,receipts}/0'),
     ('courier.change_visibility(text,text,interval)', '{queue_name,receipt,visibility_timeout}/0'),
@@ -108,7 +108,8 @@ SELECT is(
 
 SELECT is(pg_get_function_result('courier.receive(text,integer,interval,interval)'::regprocedure),
           'TABLE(msg_id bigint, receipt text, body jsonb, body_text text, body_bytes bytea, '
-          'attributes jsonb, sent_at timestamp with time zone, receive_count integer, dead_letter jsonb)',
+          'attributes jsonb, sent_at timestamp with time zone, receive_count integer, dead_letter jsonb, '
+          'group_id text)',
           'courier.receive returns the documented columns');
 
 -- The documented defaults take effect.
@@ -138,7 +139,9 @@ SELECT columns_are('courier', 'queues',
   ARRAY['queue_name', 'visibility_timeout', 'delay', 'retention', 'max_message_size',
         'notify', 'notify_channel', 'dead_letter_queue', 'max_receives', 'dead_letter_depth',
         'retry_delay', 'retry_backoff', 'retry_max_delay', 'retry_jitter', 'durable_leases',
-        'created_at', 'depth', 'visible', 'in_flight', 'delayed', 'oldest_message_age'],
+        'fifo', 'content_dedup', 'dedup_window',
+        'created_at', 'depth', 'visible', 'in_flight', 'delayed', 'oldest_message_age',
+        'groups', 'groups_in_flight', 'oldest_ready_group_age', 'encryption_key'],
   'courier.queues has the documented columns');
 SELECT col_type_is('courier', 'queues', 'oldest_message_age', 'interval',
                    'courier.queues.oldest_message_age is an interval');

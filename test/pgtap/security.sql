@@ -164,7 +164,8 @@ SELECT is(pg_temp.as_role('regress_courier_admin', $$SELECT courier.purge_queue(
 CREATE ROLE regress_courier_creator;
 GRANT USAGE ON SCHEMA courier TO regress_courier_creator;
 GRANT EXECUTE ON FUNCTION courier.create_queue(text, interval, interval, interval, integer, boolean,
-                                               text, integer, interval, text, interval, boolean, boolean)
+                                               text, integer, interval, text, interval, boolean, boolean,
+                                               boolean, boolean, interval, text)
   TO regress_courier_creator;
 SELECT is(pg_temp.as_role('regress_courier_creator', $$SELECT courier.create_queue('pgtap_sec_mine')$$),
           'ok', 'a role with EXECUTE on create_queue can create a queue');

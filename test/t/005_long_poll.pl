@@ -50,6 +50,7 @@ SELECT courier.create_queue(q)
 SELECT courier.create_queue(q, notify => true)
   FROM unnest(ARRAY['lp_n_multi', 'lp_n_rollback', 'lp_n_twice', 'lp_n_control']) AS q;
 SELECT courier.create_queue('lp_n_off', notify => false);
+SELECT courier.create_queue('lp_fifo', fifo => true);
 });
 
 # psql sessions that do not stop at an error: each statement is followed by
@@ -249,6 +250,23 @@ run($other, 'ROLLBACK;');
 ($out, $sqlstate) = finish_waiter($w);
 is("$out/$sqlstate", 'l2|1/00000',
 	'rolled-back receive: the waiting receive gets the message, as never delivered');
+
+#
+# 6b. On a FIFO queue, acknowledging the message a group has in flight lets
+#     the group's next message go, and ends the wait.
+#
+$node->safe_psql('postgres', q{
+SELECT courier.send('lp_fifo', 'f1', group_id => 'g');
+SELECT courier.send('lp_fifo', 'f2', group_id => 'g');});
+($out, $sqlstate) = run($other,
+	q{SELECT receipt AS f1_receipt FROM courier.receive('lp_fifo', 1, '1 hour') \gset});
+is($sqlstate, '00000', 'fifo: the other session leases the head of the group');
+$w = start_waiter('lp_fifo', "$long seconds", '1 hour', 'fifo ack');
+($out, $sqlstate) = run($other, q{SELECT courier.ack('lp_fifo', :'f1_receipt');});
+is($sqlstate, '00000', 'fifo: the other session acknowledges it');
+($out, $sqlstate) = finish_waiter($w);
+is("$out/$sqlstate", 'f2|1/00000',
+	'fifo: the waiting receive returns the next message of the group');
 
 #
 # 7. statement_timeout and pg_cancel_backend end a wait with 57014 and leave
