@@ -3,7 +3,7 @@
 -- and key partitioning, consumer groups, reading and commit, leases and
 -- rebalancing, seek, retention, privileges, bad input.  Out-of-order commits
 -- are proven in test/isolation/specs/stream_out_of_order.spec, many
--- producers and consumers in test/t/007_streams.pl.
+-- producers and consumers in test/t/012_streams.pl.
 --
 \set VERBOSITY terse
 \set SHOW_CONTEXT never
