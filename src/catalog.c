@@ -174,6 +174,58 @@ interval_to_usecs(Interval *interval)
 		(int64) interval->month * DAYS_PER_MONTH * USECS_PER_DAY;
 }
 
+/* Names of the queue privilege bits, admin (which implies the others) last. */
+static const char *const queue_privilege_names[] = {"send", "receive", "admin", NULL};
+
+/*
+ * courier_load_grants
+ *		The grants of one queue or stream, merged per grantee, in
+ *		CacheMemoryContext.  'sql' takes the object's id as $1 and returns
+ *		grantee oid and privilege name; names[i] is the privilege of bit
+ *		1 << i, NULL-terminated, the last one implying all.
+ */
+CourierGrant *
+courier_load_grants(const char *sql, int32 id, const char *const *names, int *ngrants)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		values[1];
+	int			ret;
+	int			nnames = 0;
+	CourierGrant *grants;
+
+	while (names[nnames] != NULL)
+		nnames++;
+	values[0] = Int32GetDatum(id);
+	ret = SPI_execute_with_args(sql, 1, argtypes, values, NULL, true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(ret));
+	*ngrants = 0;
+	grants = MemoryContextAllocZero(CacheMemoryContext, sizeof(CourierGrant) * (SPI_processed + 1));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[i];
+		bool		isnull;
+		Oid			grantee = DatumGetObjectId(SPI_getbinval(tuple, SPI_tuptable->tupdesc, 1, &isnull));
+		char	   *privilege = SPI_getvalue(tuple, SPI_tuptable->tupdesc, 2);
+		int			mask = 0;
+		int			j;
+
+		for (j = 0; j < nnames; j++)
+			if (strcmp(privilege, names[j]) == 0)
+				mask = (j == nnames - 1) ? (1 << nnames) - 1 : 1 << j;
+		for (j = 0; j < *ngrants; j++)
+			if (grants[j].grantee == grantee)
+				break;
+		if (j == *ngrants)
+		{
+			grants[j].grantee = grantee;
+			(*ngrants)++;
+		}
+		grants[j].privileges |= mask;
+	}
+	return grants;
+}
+
 static void
 load_queue(CourierQueue *queue)
 {
@@ -229,42 +281,9 @@ load_queue(CourierQueue *queue)
 	queue->groups_checked = false;
 	crypto_load_queue(queue);
 
-	argtypes[0] = INT4OID;
-	values[0] = Int32GetDatum(queue->queue_id);
-	ret = SPI_execute_with_args("SELECT grantee::oid, privilege FROM courier.queue_grant"
-								" WHERE queue_id = $1",
-								1, argtypes, values, NULL, true, 0);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(ret));
-	queue->ngrants = 0;
-	queue->grants = MemoryContextAllocZero(CacheMemoryContext,
-										   sizeof(CourierGrant) * (SPI_processed + 1));
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		Oid			grantee;
-		char	   *privilege;
-		int			mask;
-		int			j;
-
-		tuple = SPI_tuptable->vals[i];
-		grantee = DatumGetObjectId(SPI_getbinval(tuple, SPI_tuptable->tupdesc, 1, &isnull));
-		privilege = SPI_getvalue(tuple, SPI_tuptable->tupdesc, 2);
-		if (strcmp(privilege, "send") == 0)
-			mask = COURIER_PRIV_SEND;
-		else if (strcmp(privilege, "receive") == 0)
-			mask = COURIER_PRIV_RECEIVE;
-		else
-			mask = COURIER_PRIV_ADMIN | COURIER_PRIV_SEND | COURIER_PRIV_RECEIVE;
-		for (j = 0; j < queue->ngrants; j++)
-			if (queue->grants[j].grantee == grantee)
-				break;
-		if (j == queue->ngrants)
-		{
-			queue->grants[j].grantee = grantee;
-			queue->ngrants++;
-		}
-		queue->grants[j].privileges |= mask;
-	}
+	queue->grants = courier_load_grants("SELECT grantee::oid, privilege FROM courier.queue_grant"
+										" WHERE queue_id = $1",
+										queue->queue_id, queue_privilege_names, &queue->ngrants);
 }
 
 /*

@@ -152,6 +152,8 @@ extern void courier_guard_plans(void);
 extern CourierQueue *courier_lookup_queue(text *name, bool missing_ok);
 extern void courier_check_privilege(CourierCall *call, CourierQueue *queue, int privilege);
 extern bool courier_has_privilege(Oid roleid, CourierQueue *queue, int privilege);
+extern CourierGrant *courier_load_grants(const char *sql, int32 id, const char *const *names,
+										 int *ngrants);
 extern SPIPlanPtr courier_plan(CourierQueue *queue, CourierPlan which, const char *sql_format,
 							   int nargs, Oid *argtypes);
 extern void courier_check_name(const char *name, int len);
@@ -186,6 +188,8 @@ extern void wait_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 								  SubTransactionId parentSubid, void *arg);
 extern void wait_begin(CourierQueue *queue);
 extern void wait_end(CourierQueue *queue);
+extern void wait_begin_id(int32 id);
+extern void wait_end_id(int32 id);
 extern bool wait_sleep(TimestampTz until);
 
 /* crypto.c */

@@ -205,18 +205,34 @@ wait_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 void
 wait_begin(CourierQueue *queue)
 {
-	LOCKTAG		tag;
-
-	wait_locktag(&tag, queue->queue_id);
-	(void) LockAcquire(&tag, ShareLock, false, false);
+	wait_begin_id(queue->queue_id);
 }
 
 void
 wait_end(CourierQueue *queue)
 {
+	wait_end_id(queue->queue_id);
+}
+
+/*
+ * The same by id: streams (streamread.c) wait and signal as -stream_id, so
+ * their tags never meet a queue's (queue ids are positive).
+ */
+void
+wait_begin_id(int32 id)
+{
 	LOCKTAG		tag;
 
-	wait_locktag(&tag, queue->queue_id);
+	wait_locktag(&tag, id);
+	(void) LockAcquire(&tag, ShareLock, false, false);
+}
+
+void
+wait_end_id(int32 id)
+{
+	LOCKTAG		tag;
+
+	wait_locktag(&tag, id);
 	LockRelease(&tag, ShareLock, false);
 }
 

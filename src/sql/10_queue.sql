@@ -752,6 +752,8 @@ BEGIN
 			PERFORM courier._maintain_fifo(q.queue_id);
 		END IF;
 	END LOOP;
+	/* streams: whole slots past their retention (src/sql/50_stream.sql) */
+	PERFORM courier._maintain_streams();
 	RETURN total;
 END $$;
 
