@@ -105,7 +105,7 @@ typedef struct CourierQueue
 	bool		dead_letter_fifo;		/* the dead-letter queue is a FIFO queue */
 	bool		groups_checked;			/* groups.c: group table known to be built */
 	int32		key_id;				/* crypto.c: current data key version, 0: none */
-	int64		scan_hint;			/* receive.c: where the next scan may start */
+	int64		scan_hint;			/* receive.c: where the next scan may start (an id; FIFO: a turn) */
 	TimestampTz full_scan_at;		/* receive.c: when a scan last started at 0 */
 } CourierQueue;
 

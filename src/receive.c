@@ -432,6 +432,14 @@ leased_here(ReceiveState *rs, int64 msg_id)
  *	   queue of one-message groups).
  * Who leases a group holds its head's lock until commit, so a concurrent
  * receive either fails to lock the head or sees the leases in step 3.
+ *
+ * Scan start.  Serving a group moves it to the back of the line, so the
+ * front of the turn index fills with entries of row versions that are gone
+ * (until VACUUM), which every scan from the head would step over.  As in
+ * receive_rounds, a backend starts below the first group it found ready last
+ * time, and from the head once per COURIER_RESCAN_US or when the shorter
+ * scan finds nothing; a group that became ready below that point (its lease
+ * expired) waits at most that much longer.
  */
 static void
 receive_fifo_rounds(ReceiveState *rs, TimestampTz now)
@@ -441,10 +449,19 @@ receive_fifo_rounds(ReceiveState *rs, TimestampTz now)
 	INT4OID, INTERVALOID, BOOLOID, INTERVALOID, BOOLOID, INT8OID};
 	CourierQueue *queue = rs->queue;
 	int64		last_turn = 0;
+	bool		from_hint = false;
+	bool		first_query = true;
 	SPIPlanPtr	plan;
 	Datum		args[11];
 
 	groups_ensure_built(queue);
+	if (queue->scan_hint > 0 && now - queue->full_scan_at < COURIER_RESCAN_US)
+	{
+		last_turn = queue->scan_hint;
+		from_hint = true;
+	}
+	else
+		queue->full_scan_at = now;
 	while (rs->got < rs->max_messages && rs->moved < COURIER_MAX_RECEIVE)
 	{
 		int64		need = rs->max_messages - rs->got;
@@ -484,6 +501,10 @@ receive_fifo_rounds(ReceiveState *rs, TimestampTz now)
 																		3, &isnull)));
 		}
 		SPI_freetuptable(SPI_tuptable);
+		/* the next call may start here: nothing below was ready */
+		if (first_query && n > 0)
+			queue->scan_hint = turns[0] - 1;
+		first_query = false;
 
 		for (uint64 i = 0; i < n && rs->got < rs->max_messages; i++)
 		{
@@ -597,7 +618,14 @@ receive_fifo_rounds(ReceiveState *rs, TimestampTz now)
 			CHECK_FOR_INTERRUPTS();
 		}
 		if (n < (uint64) limit && !requery)
-			break;
+		{
+			if (!from_hint)
+				break;
+			/* the scan from the hint ran dry: look from the head once */
+			from_hint = false;
+			last_turn = 0;
+			queue->full_scan_at = now;
+		}
 	}
 }
 
