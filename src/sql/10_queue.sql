@@ -457,15 +457,30 @@ END $$;
 
 /* The functions each privilege needs, for _grant to hand out EXECUTE on. */
 /*
- * The functions a queue privilege needs EXECUTE on, by name: every overload
- * of each (signatures change as the API grows; names do not).
+ * What a grantee of a queue, topic or stream privilege gets beside the grant
+ * row: USAGE on the schema, SELECT on the kind's views, EXECUTE on every
+ * overload of the functions the privilege needs, named without signatures
+ * (signatures change as the API grows; names do not).  Nothing is revoked
+ * again with the privilege: without a grant row every call is refused.
  */
+CREATE FUNCTION courier._grant_execute(grantee regrole, views text, functions text[])
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	f regprocedure;
+BEGIN
+	EXECUTE format('GRANT USAGE ON SCHEMA courier TO %s', grantee::text);
+	EXECUTE format('GRANT SELECT ON %s TO %s', views, grantee::text);
+	FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+			  WHERE p.pronamespace = 'courier'::regnamespace AND p.proname = ANY (functions)
+			  ORDER BY p.oid LOOP
+		EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s', f, grantee::text);
+	END LOOP;
+END $$;
+
+/* The functions a queue privilege needs EXECUTE on. */
 CREATE FUNCTION courier._privilege_functions(privilege text)
-RETURNS regprocedure[] LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-	SELECT pg_catalog.array_agg(p.oid::regprocedure ORDER BY p.oid)
-	  FROM pg_catalog.pg_proc p
-	 WHERE p.pronamespace = 'courier'::regnamespace
-	   AND p.proname = ANY (ARRAY['has_queue_privilege', '_queue_stats']
+RETURNS text[] LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+	SELECT ARRAY['has_queue_privilege', '_queue_stats']
 		|| CASE WHEN privilege IN ('send', 'admin') THEN ARRAY['send', 'send_batch']
 				ELSE '{}' END
 		|| CASE WHEN privilege IN ('receive', 'admin') THEN
@@ -473,13 +488,11 @@ RETURNS regprocedure[] LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
 		|| CASE WHEN privilege = 'admin' THEN
 				ARRAY['alter_queue', 'drop_queue', 'purge_queue', 'redrive', 'export_message', 'grant',
 					  'revoke']
-				ELSE '{}' END)
+				ELSE '{}' END
 $$;
 
 CREATE FUNCTION courier._grant(qid integer, grantee regrole, privilege text)
 RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-	f regprocedure;
 BEGIN
 	IF privilege IS NULL OR privilege NOT IN ('send', 'receive', 'admin') THEN
 		RAISE EXCEPTION 'unrecognized queue privilege "%"', privilege
@@ -487,11 +500,8 @@ BEGIN
 				  HINT = 'Valid privileges are send, receive and admin.';
 	END IF;
 	INSERT INTO courier.queue_grant VALUES (qid, grantee, privilege) ON CONFLICT DO NOTHING;
-	EXECUTE format('GRANT USAGE ON SCHEMA courier TO %s', grantee::text);
-	EXECUTE format('GRANT SELECT ON courier.queues TO %s', grantee::text);
-	FOREACH f IN ARRAY courier._privilege_functions(privilege) LOOP
-		EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s', f, grantee::text);
-	END LOOP;
+	PERFORM courier._grant_execute(grantee, 'courier.queues',
+								   courier._privilege_functions(privilege));
 END $$;
 
 CREATE FUNCTION courier._revoke(qid integer, grantee regrole, privilege text)
@@ -521,7 +531,7 @@ REVOKE ALL ON FUNCTION courier._check_interval(text, interval, interval, text, t
 	courier._alter_queue(integer, interval, interval, interval, integer, boolean, text, integer,
 		interval, text, interval, boolean, boolean, boolean, boolean, interval, text),
 	courier._drop_queue(integer, boolean), courier._purge_queue(integer),
-	courier._privilege_functions(text),
+	courier._privilege_functions(text), courier._grant_execute(regrole, text, text[]),
 	courier._grant(integer, regrole, text), courier._revoke(integer, regrole, text),
 	courier._invalidate_cache()
 	FROM PUBLIC;

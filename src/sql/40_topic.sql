@@ -81,20 +81,13 @@ CREATE TRIGGER queue_drop_subscriptions BEFORE DELETE ON courier.queue
 
 /* The functions each topic privilege needs, for _grant_topic to hand out EXECUTE on. */
 CREATE FUNCTION courier._topic_privilege_functions(privilege text)
-RETURNS text[] LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-	SELECT ARRAY['courier.has_topic_privilege(text, text)']
-		|| CASE WHEN privilege IN ('publish', 'admin') THEN ARRAY[
-			'courier.publish(text, jsonb, jsonb, text, text)',
-			'courier.publish(text, text, jsonb, text, text)',
-			'courier.publish(text, bytea, jsonb, text, text)'] ELSE '{}' END
-		|| CASE WHEN privilege IN ('subscribe', 'admin') THEN ARRAY[
-			'courier.subscribe(text, text, jsonb, boolean, text)',
-			'courier.alter_subscription(bigint, jsonb, boolean, text)',
-			'courier.unsubscribe(bigint)'] ELSE '{}' END
-		|| CASE WHEN privilege = 'admin' THEN ARRAY[
-			'courier.drop_topic(text)',
-			'courier.grant_topic(text, regrole, text)',
-			'courier.revoke_topic(text, regrole, text)'] ELSE '{}' END
+RETURNS text[] LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+	SELECT ARRAY['has_topic_privilege']
+		|| CASE WHEN privilege IN ('publish', 'admin') THEN ARRAY['publish'] ELSE '{}' END
+		|| CASE WHEN privilege IN ('subscribe', 'admin') THEN
+				ARRAY['subscribe', 'alter_subscription', 'unsubscribe'] ELSE '{}' END
+		|| CASE WHEN privilege = 'admin' THEN
+				ARRAY['drop_topic', 'grant_topic', 'revoke_topic'] ELSE '{}' END
 $$;
 
 CREATE FUNCTION courier._check_topic_privilege(privilege text)
@@ -109,16 +102,11 @@ END $$;
 
 CREATE FUNCTION courier._grant_topic(tid integer, grantee regrole, privilege text)
 RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-	f text;
 BEGIN
 	PERFORM courier._check_topic_privilege(privilege);
 	INSERT INTO courier.topic_grant VALUES (tid, grantee, privilege) ON CONFLICT DO NOTHING;
-	EXECUTE format('GRANT USAGE ON SCHEMA courier TO %s', grantee::text);
-	EXECUTE format('GRANT SELECT ON courier.topics, courier.subscriptions TO %s', grantee::text);
-	FOREACH f IN ARRAY courier._topic_privilege_functions(privilege) LOOP
-		EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s', f, grantee::text);
-	END LOOP;
+	PERFORM courier._grant_execute(grantee, 'courier.topics, courier.subscriptions',
+								   courier._topic_privilege_functions(privilege));
 END $$;
 
 CREATE FUNCTION courier._revoke_topic(tid integer, grantee regrole, privilege text)

@@ -177,36 +177,18 @@ END $$;
 
 /* The functions each stream privilege needs, for _stream_grant to hand out EXECUTE on. */
 CREATE FUNCTION courier._stream_privilege_functions(privilege text)
-RETURNS text[] LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-	SELECT ARRAY['courier.has_stream_privilege(text, text)', 'courier._stream_stats()',
-				 'courier._stream_group_stats()']
-		|| CASE WHEN privilege IN ('append', 'admin') THEN ARRAY[
-			'courier.append(text, jsonb, text, jsonb)',
-			'courier.append(text, text, text, jsonb)',
-			'courier.append(text, bytea, text, jsonb)',
-			'courier.append_batch(text, jsonb[], text[], jsonb[])',
-			'courier.append_batch(text, text[], text[], jsonb[])',
-			'courier.append_batch(text, bytea[], text[], jsonb[])'] ELSE '{}' END
-		|| CASE WHEN privilege IN ('read', 'admin') THEN ARRAY[
-			'courier.create_group(text, text, text)',
-			'courier.create_group(text, text, timestamptz)',
-			'courier.create_group(text, text, bigint)',
-			'courier.read(text, text, text, integer, interval, interval)',
-			'courier.commit(text, text, text)',
-			'courier.seek(text, text, text, integer)',
-			'courier.seek(text, text, timestamptz, integer)',
-			'courier.seek(text, text, bigint, integer)'] ELSE '{}' END
-		|| CASE WHEN privilege = 'admin' THEN ARRAY[
-			'courier.drop_stream(text)',
-			'courier.drop_group(text, text)',
-			'courier.grant_stream(text, regrole, text)',
-			'courier.revoke_stream(text, regrole, text)'] ELSE '{}' END
+RETURNS text[] LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+	SELECT ARRAY['has_stream_privilege', '_stream_stats', '_stream_group_stats']
+		|| CASE WHEN privilege IN ('append', 'admin') THEN ARRAY['append', 'append_batch']
+				ELSE '{}' END
+		|| CASE WHEN privilege IN ('read', 'admin') THEN
+				ARRAY['create_group', 'read', 'commit', 'seek'] ELSE '{}' END
+		|| CASE WHEN privilege = 'admin' THEN
+				ARRAY['drop_stream', 'drop_group', 'grant_stream', 'revoke_stream'] ELSE '{}' END
 $$;
 
 CREATE FUNCTION courier._stream_grant(sid integer, grantee regrole, privilege text)
 RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-	f text;
 BEGIN
 	IF privilege IS NULL OR privilege NOT IN ('append', 'read', 'admin') THEN
 		RAISE EXCEPTION 'unrecognized stream privilege "%"', privilege
@@ -214,11 +196,8 @@ BEGIN
 				  HINT = 'Valid privileges are append, read and admin.';
 	END IF;
 	INSERT INTO courier.stream_grant VALUES (sid, grantee, privilege) ON CONFLICT DO NOTHING;
-	EXECUTE format('GRANT USAGE ON SCHEMA courier TO %s', grantee::text);
-	EXECUTE format('GRANT SELECT ON courier.streams, courier.stream_groups TO %s', grantee::text);
-	FOREACH f IN ARRAY courier._stream_privilege_functions(privilege) LOOP
-		EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s', f, grantee::text);
-	END LOOP;
+	PERFORM courier._grant_execute(grantee, 'courier.streams, courier.stream_groups',
+								   courier._stream_privilege_functions(privilege));
 END $$;
 
 CREATE FUNCTION courier._stream_revoke(sid integer, grantee regrole, privilege text)
