@@ -26,6 +26,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "commands/trigger.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "catalog/pg_type.h"
 #include "utils/acl.h"
@@ -447,6 +448,38 @@ courier_execute(SPIPlanPtr plan, Datum *args, const char *nulls, bool read_only,
 	if (ret != expected)
 		elog(ERROR, "pg_courier: unexpected SPI result %s", SPI_result_code_string(ret));
 	return SPI_processed;
+}
+
+/*
+ * courier_materialize
+ *		Set up the result of a set-returning function in materialize mode
+ *		(fname names it in the error for a context that takes no set):
+ *		returns the tuplestore, its row type and the per-query memory that
+ *		rows must be built in.
+ */
+Tuplestorestate *
+courier_materialize(FunctionCallInfo fcinfo, const char *fname, TupleDesc *tupdesc,
+					MemoryContext *per_query)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	MemoryContext oldcontext;
+	Tuplestorestate *tupstore;
+
+	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) ||
+		(rsinfo->allowedModes & SFRM_Materialize) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s must be called in a context that accepts a set", fname)));
+	*per_query = rsinfo->econtext->ecxt_per_query_memory;
+	oldcontext = MemoryContextSwitchTo(*per_query);
+	if (get_call_result_type(fcinfo, NULL, tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	tupstore = tuplestore_begin_heap(true, false, work_mem);
+	rsinfo->returnMode = SFRM_Materialize;
+	rsinfo->setResult = tupstore;
+	rsinfo->setDesc = *tupdesc;
+	MemoryContextSwitchTo(oldcontext);
+	return tupstore;
 }
 
 /* An int8[] Datum holding values[0..n-1]. */

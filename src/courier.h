@@ -22,6 +22,7 @@
 #include "fmgr.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
+#include "utils/tuplestore.h"
 #include "utils/timestamp.h"
 
 #define COURIER_MAX_NAME		80
@@ -118,6 +119,14 @@ typedef struct CourierCall
 	int			guc_nestlevel;
 } CourierCall;
 
+/* Which column a message body goes to: body, body_text, body_bytes (send.c). */
+typedef enum BodyColumn
+{
+	BODY_JSONB = 0,
+	BODY_TEXT = 1,
+	BODY_BYTEA = 2
+} BodyColumn;
+
 /*
  * One message to enqueue (send.c).  The body is a jsonb, text or bytea
  * datum; attributes NULL for none; delay_us < 0 for the queue's default.
@@ -134,6 +143,7 @@ typedef struct CourierMessage
 
 /* send.c */
 extern int64 courier_enqueue(CourierQueue *queue, CourierMessage *msg);
+extern BodyColumn courier_body_column(Oid typid);
 
 /* groups.c */
 #define COURIER_MAX_GROUP_ID	128
@@ -163,6 +173,8 @@ extern bool courier_grants_allow(Oid roleid, const CourierGrant *grants, int ngr
 extern uint64 courier_execute(SPIPlanPtr plan, Datum *args, const char *nulls, bool read_only,
 							  int expected);
 extern Datum courier_int8_array(const int64 *values, int n);
+extern Tuplestorestate *courier_materialize(FunctionCallInfo fcinfo, const char *fname,
+											TupleDesc *tupdesc, MemoryContext *per_query);
 extern text *courier_arg_text(FunctionCallInfo fcinfo, int argno, const char *what);
 extern void courier_arg_notnull(FunctionCallInfo fcinfo, int argno, const char *what);
 extern int64 courier_interval_usecs(Interval *interval, const char *what, int64 max_usecs);

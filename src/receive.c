@@ -673,11 +673,9 @@ PG_FUNCTION_INFO_V1(courier_receive);
 Datum
 courier_receive(PG_FUNCTION_ARGS)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	text	   *name = courier_arg_text(fcinfo, 0, "queue name");
 	ReceiveState rs;
 	int64		wait = 0;
-	MemoryContext oldcontext;
 	Tuplestorestate *tupstore;
 	CourierCall call;
 	TimestampTz now;
@@ -705,22 +703,9 @@ courier_receive(PG_FUNCTION_ARGS)
 				 errmsg("courier.receive cannot run in a REPEATABLE READ or SERIALIZABLE transaction"),
 				 errhint("Receive in a READ COMMITTED transaction.")));
 
-	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) ||
-		(rsinfo->allowedModes & SFRM_Materialize) == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("courier.receive must be called in a context that accepts a set")));
-	oldcontext = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
-	if (get_call_result_type(fcinfo, NULL, &rs.tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
-	tupstore = tuplestore_begin_heap(true, false, work_mem);
-	rsinfo->returnMode = SFRM_Materialize;
-	rsinfo->setResult = tupstore;
-	rsinfo->setDesc = rs.tupdesc;
-	rs.row_context = rsinfo->econtext->ecxt_per_query_memory;
-	rs.rows = palloc(sizeof(HeapTuple) * rs.max_messages);
-	rs.row_ids = palloc(sizeof(int64) * rs.max_messages);
-	MemoryContextSwitchTo(oldcontext);
+	tupstore = courier_materialize(fcinfo, "courier.receive", &rs.tupdesc, &rs.row_context);
+	rs.rows = MemoryContextAlloc(rs.row_context, sizeof(HeapTuple) * rs.max_messages);
+	rs.row_ids = MemoryContextAlloc(rs.row_context, sizeof(int64) * rs.max_messages);
 
 	courier_enter(&call);
 	courier_guard_plans();

@@ -22,16 +22,13 @@
 
 #include "courier.h"
 
-/* Which column of the message table a body goes to. */
-typedef enum BodyColumn
-{
-	BODY_JSONB = 0,
-	BODY_TEXT = 1,
-	BODY_BYTEA = 2
-} BodyColumn;
-
-static BodyColumn
-body_column(Oid typid)
+/*
+ * courier_body_column
+ *		Which body column (of a queue's or a stream's message table) a body of
+ *		type typid goes to; any other type is refused.
+ */
+BodyColumn
+courier_body_column(Oid typid)
 {
 	switch (typid)
 	{
@@ -132,7 +129,7 @@ check_message(CourierQueue *queue, CourierMessage *msg)
 	groups_check_message(queue, msg);
 	if (msg->attributes != NULL)
 		check_attributes(msg->attributes);
-	check_body_size(queue, msg->body, body_column(msg->body_type));
+	check_body_size(queue, msg->body, courier_body_column(msg->body_type));
 }
 
 /*
@@ -145,7 +142,7 @@ enqueue_checked(CourierQueue *queue, const CourierMessage *msg)
 {
 	static Oid	argtypes[10] = {TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBOID, TEXTOID, BYTEAOID,
 	JSONBOID, TEXTOID, INT8OID, INT4OID, CHAROID};
-	BodyColumn	column = body_column(msg->body_type);
+	BodyColumn	column = courier_body_column(msg->body_type);
 	SPIPlanPtr	plan;
 	Datum		values[10];
 	char		nulls[10] = {' ', ' ', 'n', 'n', 'n', 'n', 'n', 'n', 'n', 'n'};
@@ -359,7 +356,7 @@ courier_send_batch(PG_FUNCTION_ARGS)
 
 	courier_arg_notnull(fcinfo, 1, "message bodies");
 	bodies = PG_GETARG_ARRAYTYPE_P(1);
-	column = body_column(ARR_ELEMTYPE(bodies));
+	column = courier_body_column(ARR_ELEMTYPE(bodies));
 	if (ARR_NDIM(bodies) > 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),

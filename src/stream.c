@@ -456,22 +456,6 @@ courier_has_stream_privilege(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(result);
 }
 
-/* Which column of the data table a body goes to (0: body, 1: body_text, 2: body_bytes). */
-static int
-stream_body_column(Oid typid)
-{
-	if (typid == JSONBOID)
-		return 0;
-	if (typid == TEXTOID)
-		return 1;
-	if (typid == BYTEAOID)
-		return 2;
-	ereport(ERROR,
-			(errcode(ERRCODE_DATATYPE_MISMATCH),
-			 errmsg("message body must be jsonb, text or bytea, not %s", format_type_be(typid))));
-	pg_unreachable();
-}
-
 /*
  * Attributes follow the rules of queue messages (send.c): a JSON object of
  * at most COURIER_MAX_ATTRIBUTES keys of 1-256 characters, with string,
@@ -606,7 +590,7 @@ courier_append(PG_FUNCTION_ARGS)
 	SPIPlanPtr	plan;
 
 	courier_arg_notnull(fcinfo, 1, "message body");
-	column = stream_body_column(get_fn_expr_argtype(fcinfo->flinfo, 1));
+	column = courier_body_column(get_fn_expr_argtype(fcinfo->flinfo, 1));
 	if (attributes != NULL)
 		stream_check_attributes(attributes);
 
@@ -686,7 +670,7 @@ courier_append_batch(PG_FUNCTION_ARGS)
 
 	courier_arg_notnull(fcinfo, 1, "message bodies");
 	bodies = PG_GETARG_ARRAYTYPE_P(1);
-	column = stream_body_column(ARR_ELEMTYPE(bodies));
+	column = courier_body_column(ARR_ELEMTYPE(bodies));
 	if (ARR_NDIM(bodies) > 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),

@@ -757,14 +757,12 @@ Datum
 courier_read(PG_FUNCTION_ARGS)
 {
 	static uint32 rotation = 0;
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	text	   *name = courier_arg_text(fcinfo, 0, "stream name");
 	text	   *group = courier_arg_text(fcinfo, 1, "group name");
 	text	   *consumer;
 	ReadState	rs;
 	int64		lease_us;
 	int64		wait_us = 0;
-	MemoryContext oldcontext;
 	Tuplestorestate *tupstore;
 	CourierCall call;
 	StreamCursor *curs;
@@ -797,22 +795,8 @@ courier_read(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("courier.read cannot run in a REPEATABLE READ or SERIALIZABLE transaction"),
 				 errhint("Read in a READ COMMITTED transaction.")));
-	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) ||
-		(rsinfo->allowedModes & SFRM_Materialize) == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("courier.read must be called in a context that accepts a set")));
-
-	oldcontext = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
-	if (get_call_result_type(fcinfo, NULL, &rs.tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
-	tupstore = tuplestore_begin_heap(true, false, work_mem);
-	rsinfo->returnMode = SFRM_Materialize;
-	rsinfo->setResult = tupstore;
-	rsinfo->setDesc = rs.tupdesc;
-	rs.row_context = rsinfo->econtext->ecxt_per_query_memory;
-	rs.rows = palloc(sizeof(HeapTuple) * rs.max_messages);
-	MemoryContextSwitchTo(oldcontext);
+	tupstore = courier_materialize(fcinfo, "courier.read", &rs.tupdesc, &rs.row_context);
+	rs.rows = MemoryContextAlloc(rs.row_context, sizeof(HeapTuple) * rs.max_messages);
 
 	courier_enter(&call);
 	courier_guard_plans();
